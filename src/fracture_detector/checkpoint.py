@@ -1,0 +1,76 @@
+"""Resumable training checkpoints in safetensors + JSON (nothing is ever unpickled).
+
+Each epoch writes a fresh folder `epoch-NNNN/` and then atomically repoints the file
+`latest` at it, so a run killed at any moment resumes from the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for pid, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimizer, state: dict) -> None:
+    """Write epoch `epoch`'s model, optimizer and training state, then point `latest` at it."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    target = ckpt_dir / f"epoch-{epoch:04d}"
+    tmp = ckpt_dir / f".tmp-epoch-{epoch:04d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch, "optimizer": opt_meta}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    pointer = ckpt_dir / ".latest.tmp"
+    pointer.write_text(target.name)
+    os.replace(pointer, ckpt_dir / "latest")
+    for old in ckpt_dir.glob("epoch-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(ckpt_dir: Path, model: torch.nn.Module, optimizer) -> dict | None:
+    """Restore the latest complete checkpoint into `model` and `optimizer`; returns its state or None."""
+    pointer = ckpt_dir / "latest"
+    if not pointer.is_file():
+        return None
+    folder = ckpt_dir / pointer.read_text().strip()
+    state = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    optimizer.load_state_dict(
+        _unflatten_optimizer(load_file(folder / "optimizer.safetensors"), state.pop("optimizer"))
+    )
+    return state
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """Model weights only, atomically (used for the best-so-far model)."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)

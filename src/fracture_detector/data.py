@@ -1,0 +1,258 @@
+"""Load an image folder with `datasets`, decode it once, find copies, and split it leak-free.
+
+The pipeline: `load_records` lists every file (local `imagefolder` tree or a Hub dataset
+id), `decode_records` reads each distinct file once into the model's uint8 pixel grid
+(skipping undecodable files with a message), `assign_groups` links exact and near
+copies, and `split_groups` makes a seeded, stratified, group-disjoint
+train/val/test split. `data_report` summarises it all, including how many copies the
+shipped splits share.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import dedup
+from .decode import DecodeError, decode_image
+from .preprocess import IMAGE_SIZE, to_pixels
+
+POSITIVE_LABEL = "fractured"
+SPLITS = ("train", "val", "test")
+# Gzipped: one row per input file (10,562 for the Kaggle data) must fit the 10 MB model folder.
+MANIFEST_NAME = "split_manifest.csv.gz"
+# `datasets` names the shipped splits like this; we report them under their folder names.
+SHIPPED_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
+
+
+@dataclass
+class Record:
+    """One file of the input data set."""
+
+    path: str  # relative to the data dir for local folders; a stable key otherwise
+    label: str
+    shipped_split: str
+    sha256: str = ""
+    index: int = -1  # row in the distinct-image pixel array, -1 if undecodable
+
+
+@dataclass
+class Images:
+    """Distinct decoded images with their labels, copy groups and assigned split."""
+
+    pixels: np.ndarray  # (N, S, S) uint8, the model's input grid
+    thumbnails: np.ndarray  # (N, dedup.GRID, dedup.GRID) uint8: copies are found on these,
+    # so the groups and the split do not depend on the model's input size
+    labels: np.ndarray  # (N,) int, index into label_names
+    sha256: list[str]
+    label_names: list[str]
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    split: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U5"))
+
+
+def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]:
+    """List the files of `data` (an imagefolder directory or a Hub dataset id) with `datasets`.
+
+    Returns the records, each record's source (file path or encoded bytes) and the label names.
+    """
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
+
+    local = Path(data).is_dir()
+    ds = load_dataset("imagefolder", data_dir=data) if local else load_dataset(data)
+    records, sources, label_names = [], [], None
+    for split_name, part in ds.items():
+        names = part.features["label"].names
+        if label_names is None:
+            label_names = names
+        elif names != label_names:
+            raise ValueError(f"split {split_name} has labels {names}, expected {label_names}")
+        part = part.cast_column("image", ImageFeature(decode=False))
+        shipped = SHIPPED_SPLIT_NAMES.get(split_name, split_name)
+        for i, row in enumerate(part):
+            image, path = row["image"], row["image"].get("path")
+            key = str(Path(path).relative_to(data)) if local and path else f"{split_name}/{i}"
+            records.append(Record(path=key, label=names[row["label"]], shipped_split=shipped))
+            sources.append(image["bytes"] if image.get("bytes") else path)
+    if POSITIVE_LABEL not in (label_names or []):
+        raise ValueError(f"expected a '{POSITIVE_LABEL}' class folder, found {label_names}")
+    return records, sources, label_names
+
+
+def _read_bytes(source: bytes | str) -> bytes | None:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError:
+        return None
+
+
+def decode_records(
+    records: list[Record],
+    sources: list[bytes | str],
+    label_names: list[str],
+    image_size: int = IMAGE_SIZE,
+    workers: int = 4,
+) -> tuple[Images, list[str]]:
+    """Hash every file, decode each distinct content once, and return them with the problems found.
+
+    A file that cannot be decoded is named in the returned problems and skipped; so is a
+    content that appears under both labels.
+    """
+    problems: list[str] = []
+    contents: dict[str, bytes] = {}
+    for rec, src in zip(records, tqdm(sources, desc="hashing", unit="file")):
+        data = _read_bytes(src)
+        if data is None or not data:
+            problems.append(f"{rec.path}: empty or unreadable file, skipped")
+            continue
+        rec.sha256 = dedup.content_hash(data)
+        contents.setdefault(rec.sha256, data)
+
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        if rec.sha256:
+            labels_of[rec.sha256].add(rec.label)
+    conflicting = {h for h, labs in labels_of.items() if len(labs) > 1}
+    for rec in records:
+        if rec.sha256 in conflicting:
+            problems.append(f"{rec.path}: same content labelled {sorted(labels_of[rec.sha256])}, skipped")
+
+    hashes = [h for h in contents if h not in conflicting]
+
+    def decode(h: str):
+        try:
+            image = decode_image(contents[h])
+        except DecodeError as e:
+            return str(e)
+        return to_pixels(image, image_size), to_pixels(image, dedup.GRID)
+
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(tqdm(pool.map(decode, hashes), total=len(hashes), desc="decoding", unit="img"))
+    index_of, pixels, thumbnails = {}, [], []
+    for h, out in zip(hashes, decoded):
+        if isinstance(out, str):
+            for rec in records:
+                if rec.sha256 == h:
+                    problems.append(f"{rec.path}: {out.split(': ', 1)[-1]}, skipped")
+            continue
+        index_of[h] = len(pixels)
+        pixels.append(out[0])
+        thumbnails.append(out[1])
+    for rec in records:
+        rec.index = index_of.get(rec.sha256, -1)
+    label_idx = {name: i for i, name in enumerate(label_names)}
+    labels = np.zeros(len(pixels), dtype=np.int64)
+    for rec in records:
+        if rec.index >= 0:
+            labels[rec.index] = label_idx[rec.label]
+    sha = [""] * len(pixels)
+    for h, i in index_of.items():
+        sha[i] = h
+    def stack(arrays: list[np.ndarray], size: int) -> np.ndarray:
+        return np.stack(arrays) if arrays else np.zeros((0, size, size), dtype=np.uint8)
+
+    images = Images(pixels=stack(pixels, image_size), thumbnails=stack(thumbnails, dedup.GRID),
+                    labels=labels, sha256=sha, label_names=list(label_names))
+    return images, problems
+
+
+def assign_groups(images: Images, threshold: float = dedup.THRESHOLD) -> list[tuple[int, int, float]]:
+    """Link near-copies of the distinct images into groups (sets `images.groups`); returns the pairs."""
+    pairs = dedup.near_copy_pairs(dedup.polar_signatures(images.thumbnails), threshold=threshold)
+    images.groups = dedup.group_ids(len(images.pixels), pairs)
+    return pairs
+
+
+def split_groups(
+    images: Images, seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> None:
+    """Assign whole groups to train/val/test (sets `images.split`), stratified by label.
+
+    Groups are visited in a seeded random order and each goes to the split furthest
+    below its target share of that label's images, so sizes track the fractions even
+    though groups range from 1 to ~100 images.
+    """
+    rng = random.Random(seed)
+    group_label: dict[int, int] = {}
+    group_size: Counter = Counter(images.groups.tolist())
+    for g in group_size:
+        labs = images.labels[images.groups == g]
+        group_label[g] = int(np.bincount(labs).argmax())
+    split_of: dict[int, str] = {}
+    for label in sorted(set(group_label.values())):
+        groups = sorted(g for g, lab in group_label.items() if lab == label)
+        rng.shuffle(groups)
+        total = sum(group_size[g] for g in groups)
+        filled = dict.fromkeys(SPLITS, 0)
+        for g in groups:
+            deficit = {s: f * total - filled[s] for s, f in zip(SPLITS, fractions)}
+            # Small data: make sure every split gets at least one group of each label.
+            empty = [s for s in SPLITS if filled[s] == 0]
+            target = empty[0] if empty and len(groups) >= len(SPLITS) else max(deficit, key=deficit.get)
+            split_of[g] = target
+            filled[target] += group_size[g]
+    images.split = np.array([split_of[g] for g in images.groups.tolist()])
+
+
+def write_manifest(path: Path, records: list[Record], images: Images) -> None:
+    """One row per input file: where it went, its content hash and its copy group (gzipped CSV)."""
+    with gzip.GzipFile(path, "wb", mtime=0) as gz, io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "shipped_split", "sha256", "group", "split"])
+        for rec in records:
+            if rec.index < 0:
+                w.writerow([rec.path, rec.label, rec.shipped_split, rec.sha256, "", "skipped"])
+            else:
+                i = rec.index
+                w.writerow([rec.path, rec.label, rec.shipped_split, rec.sha256, int(images.groups[i]), images.split[i]])
+
+
+def data_report(records: list[Record], images: Images, problems: list[str]) -> dict:
+    """Counts that explain the data: files, distinct images, groups, and copies across shipped splits."""
+    by_shipped: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        if rec.index >= 0:
+            by_shipped[rec.shipped_split].append(rec)
+    train_hashes = {r.sha256 for r in by_shipped.get("train", [])}
+    train_groups = {int(images.groups[r.index]) for r in by_shipped.get("train", [])}
+    shipped = {}
+    for split, recs in sorted(by_shipped.items()):
+        entry = {"files": len(recs), "distinct_images": len({r.sha256 for r in recs})}
+        if split != "train" and train_hashes:
+            entry["exact_copies_of_train_files"] = sum(r.sha256 in train_hashes for r in recs)
+            entry["near_or_exact_copies_of_train_files"] = sum(
+                int(images.groups[r.index]) in train_groups for r in recs
+            )
+        shipped[split] = entry
+    group_sizes = Counter(images.groups.tolist())
+    clean = {}
+    for split in SPLITS:
+        mask = images.split == split
+        clean[split] = {
+            "images": int(mask.sum()),
+            "groups": len(set(images.groups[mask].tolist())),
+            **{name: int((images.labels[mask] == i).sum()) for i, name in enumerate(images.label_names)},
+        }
+    return {
+        "files": len(records),
+        "decoded_files": sum(r.index >= 0 for r in records),
+        "skipped_files": sum(r.index < 0 for r in records),
+        "distinct_images": int(len(images.pixels)),
+        "groups": len(group_sizes),
+        "largest_group": max(group_sizes.values()) if group_sizes else 0,
+        "near_copy_threshold": dedup.THRESHOLD,
+        "shipped_splits": shipped,
+        "clean_splits": clean,
+        "problems": problems,
+    }

@@ -1,0 +1,180 @@
+"""Metrics for a binary fracture classifier, with honest uncertainty.
+
+Everything is computed on the probability of the positive class ("fractured").
+Confidence intervals come from a cluster bootstrap over near-copy groups: copies of one
+X-ray are not independent evidence, so whole groups are resampled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import (
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    roc_auc_score,
+    roc_curve,
+)
+
+TARGET_SENSITIVITY = 0.95
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (grid search)."""
+    logits_t = torch.as_tensor(logits, dtype=torch.float64)
+    labels_t = torch.as_tensor(labels)
+    temps = torch.logspace(-1.3, 1.3, 261, dtype=torch.float64)
+    nll = torch.stack(
+        [torch.nn.functional.cross_entropy(logits_t / t, labels_t) for t in temps]
+    )
+    return float(temps[nll.argmin()])
+
+
+def positive_probability(logits: np.ndarray, positive: int, temperature: float = 1.0) -> np.ndarray:
+    """Softmax probability of class `positive` at the given temperature."""
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, dim=1)[:, positive].numpy()
+
+
+def expected_calibration_error(prob_pos: np.ndarray, is_pos: np.ndarray, bins: int = 15) -> float:
+    """ECE of the predicted class's confidence, in equal-width bins."""
+    confidence = np.maximum(prob_pos, 1 - prob_pos)
+    correct = (prob_pos >= 0.5) == is_pos
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
+    return float(ece)
+
+
+def threshold_for_sensitivity(prob_pos: np.ndarray, is_pos: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (recall of positives) is at least `target`."""
+    scores = np.sort(prob_pos[is_pos])[::-1]
+    if len(scores) == 0:
+        return 0.5
+    k = int(np.ceil(target * len(scores)))  # positives that must score >= threshold
+    return float(scores[max(k, 1) - 1])
+
+
+def _sens_spec(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
+    pred = prob_pos >= threshold
+    sens = float(pred[is_pos].mean()) if is_pos.any() else float("nan")
+    spec = float((~pred[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+    return sens, spec
+
+
+def bootstrap_ci(
+    metric, prob_pos: np.ndarray, is_pos: np.ndarray, groups: np.ndarray, n: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of `metric(is_pos, prob_pos)` under a bootstrap that resamples whole groups."""
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    values = []
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        y = is_pos[idx]
+        if y.all() or not y.any():
+            continue
+        values.append(metric(y, prob_pos[idx]))
+    if not values:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    positive: int,
+    temperature: float,
+    threshold: float,
+    groups: np.ndarray | None = None,
+    bootstrap: int = 1000,
+) -> dict:
+    """All reported metrics for one evaluation set; `labels` index into `label_names`."""
+    prob = positive_probability(logits, positive, temperature)
+    is_pos = labels == positive
+    pred_pos = prob >= threshold
+    pred = np.where(pred_pos, positive, 1 - positive)
+    groups = np.arange(len(labels)) if groups is None else groups
+    both = bool(is_pos.any() and (~is_pos).any())
+    sens, spec = _sens_spec(prob, is_pos, threshold)
+    out = {
+        "images": int(len(labels)),
+        "groups": int(len(np.unique(groups))),
+        "positives": int(is_pos.sum()),
+        "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
+        "accuracy_argmax": float((np.asarray(logits).argmax(1) == labels).mean()) if len(labels) else float("nan"),
+        "threshold": float(threshold),
+        "sensitivity": sens,
+        "specificity": spec,
+        "ece_uncalibrated": expected_calibration_error(positive_probability(logits, positive), is_pos),
+        "ece": expected_calibration_error(prob, is_pos),
+        "confusion_matrix": confusion_matrix(labels, pred, labels=list(range(len(label_names)))).tolist(),
+        "classification_report": classification_report(
+            labels, pred, labels=list(range(len(label_names))), target_names=label_names,
+            output_dict=True, zero_division=0,
+        ),
+    }
+    if both:
+        out["roc_auc"] = float(roc_auc_score(is_pos, prob))
+        out["pr_auc"] = float(average_precision_score(is_pos, prob))
+        if bootstrap:
+            out["roc_auc_ci95"] = bootstrap_ci(roc_auc_score, prob, is_pos, groups, bootstrap)
+            out["pr_auc_ci95"] = bootstrap_ci(average_precision_score, prob, is_pos, groups, bootstrap)
+        fpr, tpr, _ = roc_curve(is_pos, prob)
+        spec_ok = (1 - fpr) >= 0.90
+        out["sensitivity_at_specificity_0.90"] = float(tpr[spec_ok].max()) if spec_ok.any() else 0.0
+    return out
+
+
+def save_plots(results: dict[str, dict], curves: dict[str, tuple], label_names: list[str], out_dir: Path) -> None:
+    """Confusion matrices (PNG) and ROC curves for each evaluation set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8))
+    for ax, name in zip(np.atleast_1d(axes), names):
+        cm = np.array(results[name]["confusion_matrix"])
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="black" if v < cm.max() / 2 else "white")
+        ax.set_xticks(range(len(label_names)), label_names)
+        ax.set_yticks(range(len(label_names)), label_names, rotation=90, va="center")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion_matrix.png", dpi=80)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, (is_pos, prob) in curves.items():
+        if is_pos.any() and (~is_pos).any():
+            fpr, tpr, _ = roc_curve(is_pos, prob)
+            ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(is_pos, prob):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc_curve.png", dpi=80)
+    plt.close(fig)
+
+
+def write_json(path: Path, obj) -> None:
+    """Pretty JSON, written atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,327 @@
+"""Train, evaluate and export a fracture classifier: the library behind `train.py`.
+
+Reads like a recipe: prepare the data (decode once, de-duplicate, split by copy group),
+train with AdamW + warmup + cosine, keep the best epoch by validation ROC-AUC, calibrate
+and pick the threshold on validation, score the clean test split beside the shipped one,
+and write everything in timm's Hub format. Runs as is on CPU or one GPU, and on several
+processes under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from . import data as data_lib
+from .augment import augment
+from .card import write_model_card
+from .checkpoint import load_checkpoint, save_checkpoint, save_weights
+from .evaluate import (
+    TARGET_SENSITIVITY,
+    evaluate,
+    fit_temperature,
+    positive_probability,
+    save_plots,
+    threshold_for_sensitivity,
+    write_json,
+)
+from .model import DEFAULT_ARCH, create_model, load_model, predict_logits, save_model
+from .preprocess import IMAGE_SIZE, normalize
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (also written to `train_config.json`)."""
+
+    data: str
+    output_dir: str = "runs/fracture-detector"
+    arch: str = DEFAULT_ARCH
+    pretrained: bool = False
+    epochs: int = 14
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    image_size: int = IMAGE_SIZE
+    seed: int = 0
+    target_sensitivity: float = TARGET_SENSITIVITY
+    precision: str = "auto"  # auto | fp32 | bf16
+    resume: bool = False
+    bootstrap: int = 1000
+
+
+def _mixed_precision(choice: str) -> str:
+    """bf16 autocast only where the hardware runs it fast: CUDA with bf16, or a CPU with AMX.
+
+    On this project's 2-core AVX-512 CPU without AMX, bf16 autocast was slower than fp32
+    for some models and faster for others (README, Benchmarks), so `auto` keeps fp32 there.
+    """
+    if choice != "auto":
+        return "bf16" if choice == "bf16" else "no"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "no"
+    return "bf16" if "amx_bf16" in flags else "no"
+
+
+def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
+    """Load, decode, de-duplicate and split the data; write the manifest and data report."""
+    records, sources, label_names = data_lib.load_records(cfg.data)
+    images, problems = data_lib.decode_records(records, sources, label_names, cfg.image_size)
+    for p in problems:
+        log(f"warning: {p}")
+    if len(images.pixels) == 0:
+        raise SystemExit(f"no decodable images under {cfg.data}")
+    data_lib.assign_groups(images)
+    data_lib.split_groups(images, seed=cfg.seed)
+    report = data_lib.data_report(records, images, problems)
+    if out_dir is not None:
+        data_lib.write_manifest(out_dir / data_lib.MANIFEST_NAME, records, images)
+        write_json(out_dir / "data_report.json", report)
+    log(
+        f"data: {report['files']} files, {report['distinct_images']} distinct images, "
+        f"{report['groups']} copy groups, {report['skipped_files']} skipped"
+    )
+    for split, entry in report["shipped_splits"].items():
+        if "exact_copies_of_train_files" in entry:
+            log(
+                f"  shipped {split}: {entry['files']} files, {entry['exact_copies_of_train_files']} exact and "
+                f"{entry['near_or_exact_copies_of_train_files']} near-or-exact copies of shipped train files"
+            )
+    for split, entry in report["clean_splits"].items():
+        log(f"  clean {split}: {entry['images']} images in {entry['groups']} groups")
+    return records, images, report
+
+
+def _split_digest(images: data_lib.Images) -> str:
+    h = hashlib.sha256()
+    for sha, split in zip(images.sha256, images.split.tolist()):
+        h.update(f"{sha}:{split};".encode())
+    return h.hexdigest()[:16]
+
+
+def _epoch_indices(groups: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
+    """Indices for one epoch, drawn with weight 1/sqrt(group size).
+
+    Some X-rays come with ~100 rotated copies; this keeps them from crowding out the
+    hundreds of X-rays that appear once, while still using every copy.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(counts[inverse])
+    return rng.choice(len(groups), size=n, replace=True, p=weights / weights.sum())
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _roc_auc(logits: torch.Tensor, labels: np.ndarray, positive: int) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    is_pos = labels == positive
+    if is_pos.all() or not is_pos.any():
+        return float("nan")
+    return float(roc_auc_score(is_pos, positive_probability(logits.numpy(), positive)))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the whole recipe; returns the output folder (a timm Hub-format model)."""
+    acc = Accelerator(mixed_precision=_mixed_precision(cfg.precision))
+    log = acc.print
+    out_dir = Path(cfg.output_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume and (ckpt_dir / "latest").exists():
+            raise SystemExit(
+                f"{out_dir} already holds a run: pass --resume to continue it, or pick another --output-dir"
+            )
+    acc.wait_for_everyone()
+    set_seed(cfg.seed)
+
+    records, images, report = prepare_data(cfg, out_dir if acc.is_main_process else None, log)
+    label_names = images.label_names
+    positive = label_names.index(data_lib.POSITIVE_LABEL)
+    train_idx = np.flatnonzero(images.split == "train")
+    val_idx = np.flatnonzero(images.split == "val")
+    pixels = torch.from_numpy(images.pixels)
+    labels = torch.from_numpy(images.labels)
+
+    try:
+        model = create_model(cfg.arch, num_classes=len(label_names), pretrained=cfg.pretrained)
+    except Exception as e:  # unknown name, or --pretrained without a reachable Hub
+        raise SystemExit(f"cannot create model {cfg.arch!r} (pretrained={cfg.pretrained}): {e}") from None
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    state = {"best_auc": -1.0, "best_epoch": -1, "history": [], "split_digest": _split_digest(images)}
+    start_epoch = 0
+    if cfg.resume:
+        loaded = load_checkpoint(ckpt_dir, model, optimizer)
+        if loaded is not None:
+            if loaded.get("split_digest") != state["split_digest"]:
+                raise SystemExit("--resume: the data or the split differs from the interrupted run's")
+            state, start_epoch = loaded, loaded["epoch"] + 1
+            log(f"resuming after epoch {loaded['epoch'] + 1} (best val ROC-AUC {state['best_auc']:.4f})")
+        else:
+            log("--resume: no checkpoint found, starting from scratch")
+    model, optimizer = acc.prepare(model, optimizer)
+
+    world, rank = acc.num_processes, acc.process_index
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / (cfg.batch_size * world)))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    if acc.is_main_process:
+        write_json(out_dir / "train_config.json", asdict(cfg))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        draws = steps_per_epoch * cfg.batch_size * world
+        order = train_idx[_epoch_indices(images.groups[train_idx], draws, cfg.seed, epoch)]
+        mine = order[rank::world]
+        # Every random draw of an epoch derives from (seed, epoch, rank): a resumed run
+        # repeats exactly what the uninterrupted run would have done.
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank)
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank + 7)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not acc.is_local_main_process)
+        running = 0.0
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total_steps, warmup_steps, cfg.lr)
+            idx = torch.from_numpy(mine[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+            x = augment(pixels[idx].unsqueeze(1).float().div_(255.0), g)
+            x = normalize(x).contiguous(memory_format=torch.channels_last).to(acc.device)
+            y = labels[idx].to(acc.device)
+            with acc.autocast():
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            optimizer.step()
+            running = 0.9 * running + 0.1 * loss.item() if i else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+
+        base = acc.unwrap_model(model)
+        val_logits = predict_logits(base, images.pixels[val_idx]).cpu()
+        val_auc = _roc_auc(val_logits, images.labels[val_idx], positive)
+        val_acc = float((val_logits.argmax(1).numpy() == images.labels[val_idx]).mean())
+        state["history"].append({"epoch": epoch + 1, "loss": running, "val_roc_auc": val_auc,
+                                 "val_accuracy": val_acc, "seconds": round(time.time() - t0, 1)})
+        improved = state["best_epoch"] < 0 or val_auc > state["best_auc"]  # NaN (one-class val) keeps epoch 1
+        if improved:
+            state["best_auc"], state["best_epoch"] = val_auc, epoch + 1
+        log(f"epoch {epoch + 1}: loss {running:.4f}  val ROC-AUC {val_auc:.4f}  val acc {val_acc:.3f}"
+            f"  ({time.time() - t0:.0f}s){'  *best*' if improved else ''}")
+        if acc.is_main_process:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            if improved:
+                save_weights(ckpt_dir / "best.safetensors", base)
+            save_checkpoint(ckpt_dir, epoch, base, optimizer, state)
+        acc.wait_for_everyone()
+
+    if acc.is_main_process:
+        base = acc.unwrap_model(model)
+        base.load_state_dict(load_file(ckpt_dir / "best.safetensors"))
+        finalize(base, cfg, records, images, report, state, out_dir, log)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return out_dir
+
+
+def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: Path, log=print) -> dict:
+    """Calibrate and threshold on validation, score test splits, and write the model folder."""
+    label_names = images.label_names
+    positive = label_names.index(data_lib.POSITIVE_LABEL)
+    logits = predict_logits(model.float(), images.pixels).cpu().numpy()
+    val = images.split == "val"
+    temperature = fit_temperature(logits[val], images.labels[val])
+    threshold = threshold_for_sensitivity(
+        positive_probability(logits[val], positive, temperature), images.labels[val] == positive,
+        cfg.target_sensitivity,
+    )
+    shipped_test = np.array([r.index for r in records if r.shipped_split == "test" and r.index >= 0], dtype=int)
+    sets = {
+        "clean_test": np.flatnonzero(images.split == "test"),
+        "validation": np.flatnonzero(val),
+        "shipped_test": shipped_test,
+    }
+    results, curves = {}, {}
+    for name, idx in sets.items():
+        if len(idx) == 0:
+            continue
+        results[name] = evaluate(logits[idx], images.labels[idx], label_names, positive, temperature,
+                                 threshold, groups=images.groups[idx], bootstrap=cfg.bootstrap)
+        curves[name] = (images.labels[idx] == positive, positive_probability(logits[idx], positive, temperature))
+    metrics = {
+        "architecture": cfg.arch,
+        "best_epoch": state["best_epoch"],
+        "temperature": temperature,
+        "threshold": threshold,
+        "target_sensitivity": cfg.target_sensitivity,
+        "results": results,
+        "history": state["history"],
+    }
+    save_model(model, out_dir, label_names, threshold, temperature, cfg.image_size)
+    write_json(out_dir / "metrics.json", metrics)
+    save_plots(results, curves, label_names, out_dir)
+    write_model_card(out_dir, metrics, report, cfg, label_names)
+    for name, r in results.items():
+        log(_summary_line(name, r))
+    log(f"temperature {temperature:.3f}, threshold {threshold:.4f} (val sensitivity target {cfg.target_sensitivity})")
+    log(f"model written to {out_dir}")
+    return metrics
+
+
+def _summary_line(name: str, r: dict) -> str:
+    auc = f"ROC-AUC {r['roc_auc']:.4f}" if "roc_auc" in r else "ROC-AUC n/a"
+    if "roc_auc_ci95" in r:
+        auc += f" [{r['roc_auc_ci95'][0]:.3f}, {r['roc_auc_ci95'][1]:.3f}]"
+    return (f"{name}: {r['images']} images, accuracy {r['accuracy']:.4f}, {auc}, "
+            f"sensitivity {r['sensitivity']:.3f}, specificity {r['specificity']:.3f}, "
+            f"ECE {r['ece_uncalibrated']:.3f} -> {r['ece']:.3f}")
+
+
+def evaluate_folder(model_dir: str, data: str, bootstrap: int = 1000, log=print) -> dict:
+    """Re-score a saved model on every decodable image of an image folder (or Hub dataset)."""
+    model, config = load_model(model_dir)
+    image_size = config["pretrained_cfg"]["input_size"][-1]
+    records, sources, label_names = data_lib.load_records(data)
+    if label_names != config["label_names"]:
+        raise SystemExit(f"labels {label_names} of {data} differ from the model's {config['label_names']}")
+    images, problems = data_lib.decode_records(records, sources, label_names, image_size)
+    for p in problems:
+        log(f"warning: {p}")
+    data_lib.assign_groups(images)
+    positive = label_names.index(config.get("positive_label", data_lib.POSITIVE_LABEL))
+    logits = predict_logits(model, images.pixels).numpy()
+    results = {}
+    for split in sorted({r.shipped_split for r in records}) + ["all"]:
+        chosen = {r.index for r in records if r.index >= 0 and split in (r.shipped_split, "all")}
+        idx = np.array(sorted(chosen), dtype=int)
+        if len(idx):
+            results[split] = evaluate(logits[idx], images.labels[idx], label_names, positive,
+                                      config["temperature"], config["threshold"],
+                                      groups=images.groups[idx], bootstrap=bootstrap)
+            log(_summary_line(split, results[split]))
+    return {"model": str(model_dir), "data": data, "results": results, "problems": problems}

@@ -1,0 +1,65 @@
+"""Shared fixtures: small synthetic X-ray-like data sets that the tests make themselves."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "datasets" / "fracture-multi-region"
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the internet
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def make_xray(seed: int, size: int = 160, fractured: bool = False) -> Image.Image:
+    """A synthetic X-ray-like image: dark background, soft tissue, bright 'bones' (one broken if fractured)."""
+    rng = np.random.default_rng(seed)
+    im = Image.new("L", (size, size), int(rng.integers(5, 30)))
+    draw = ImageDraw.Draw(im)
+    cx, cy = size / 2 + rng.normal(0, size / 12), size / 2 + rng.normal(0, size / 12)
+    tissue = [cx - size * 0.35, cy - size * 0.45, cx + size * 0.35, cy + size * 0.45]
+    draw.ellipse(tissue, fill=int(rng.integers(50, 80)))
+    for _ in range(int(rng.integers(2, 5))):
+        angle = rng.uniform(0, math.pi)
+        length, width = rng.uniform(0.4, 0.8) * size, rng.uniform(0.05, 0.1) * size
+        x0, y0 = cx + rng.normal(0, size / 8), cy + rng.normal(0, size / 8)
+        dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
+        draw.line([x0 - dx, y0 - dy, x0 + dx, y0 + dy], fill=int(rng.integers(170, 240)), width=int(width))
+        if fractured:
+            crack = [x0 - dy * 0.2, y0 + dx * 0.2, x0 + dy * 0.2, y0 - dx * 0.2]
+            draw.line(crack, fill=40, width=max(2, int(width / 4)))
+    noise = rng.normal(0, 12, (size, size))
+    arr = np.clip(np.asarray(im.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32) + noise, 0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "L")
+
+
+def make_imagefolder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Write `{split}/{fractured,not fractured}/*.png` with distinct synthetic X-rays."""
+    k = seed * 10_000
+    for split, n in per_class.items():
+        for label in ("fractured", "not fractured"):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                k += 1
+                make_xray(k, fractured=label == "fractured").save(folder / f"img{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A small, clean imagefolder: 12/4/4 images per class in train/val/test."""
+    return make_imagefolder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4, "test": 4})
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    """Command line for a fast CPU training run on tiny data."""
+    return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out),
+            "--image-size", "64", "--batch-size", "8", "--bootstrap", "20", *extra]

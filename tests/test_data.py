@@ -1,0 +1,172 @@
+"""Decoding odd files, finding planted copies, and leak-free splits."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA, make_imagefolder, make_xray
+from PIL import Image
+
+from fracture_detector import data, dedup
+from fracture_detector.decode import DecodeError, decode_image
+
+
+def _jpeg_bytes(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def test_odd_formats_decode_to_gray(tmp_path):
+    base = make_xray(1).convert("RGB")
+    # EXIF orientation 6 (rotate 90 degrees): the decoded image must come out upright.
+    wide = base.resize((160, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    wide.save(tmp_path / "exif.jpg", exif=exif.tobytes())
+    assert decode_image(tmp_path / "exif.jpg").size == (80, 160)
+    # 16-bit PNG: stretched to the full 8-bit range.
+    arr16 = (np.asarray(make_xray(2), dtype=np.uint16) * 16).astype(np.uint16)
+    Image.fromarray(arr16).save(tmp_path / "sixteen.png")
+    out = np.asarray(decode_image(tmp_path / "sixteen.png"))
+    assert out.dtype == np.uint8 and out.max() == 255 and out.min() == 0
+    # Palette with transparency, RGBA, CMYK, animated GIF.
+    pal = base.convert("P")
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "palette.png", transparency=0)
+    rgba = base.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(tmp_path / "alpha.png")
+    base.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    frames = [make_xray(3).convert("P"), make_xray(4).convert("P")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    for name in ("palette.png", "alpha.png", "cmyk.jpg", "anim.gif"):
+        im = decode_image(tmp_path / name)
+        assert im.mode == "L" and im.size == (160, 160), name
+    # Transparent pixels become black, the X-ray background.
+    clear = Image.new("RGBA", (8, 8), (255, 255, 255, 0))
+    clear.save(tmp_path / "clear.png")
+    assert np.asarray(decode_image(tmp_path / "clear.png")).max() == 0
+
+
+def test_large_jpeg_decodes_with_bounded_size(tmp_path):
+    big = make_xray(5, size=512).resize((4500, 4500))
+    (tmp_path / "big.jpg").write_bytes(_jpeg_bytes(big, quality=70))
+    im = decode_image(tmp_path / "big.jpg")
+    assert max(im.size) <= 2 * 1024  # decoded at reduced scale via JPEG draft mode
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("empty.png", b""),
+        ("text.png", b"this is not an image\n"),
+        ("truncated.jpg", None),
+        ("garbage.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 64),
+    ],
+)
+def test_corrupt_files_raise_decode_error(tmp_path, name, content):
+    if content is None:
+        content = _jpeg_bytes(make_xray(6))[:300]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DecodeError, match=name):
+        decode_image(tmp_path / name)
+
+
+def test_bad_files_are_skipped_with_a_message(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"train": 4, "val": 2, "test": 2})
+    bad = root / "train" / "fractured"
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.png").write_bytes(b"hello")
+    (bad / "truncated.jpg").write_bytes(_jpeg_bytes(make_xray(7))[:200])
+    records, sources, names = data.load_records(str(root))
+    images, problems = data.decode_records(records, sources, names, image_size=64)
+    assert len(images.pixels) == 16  # every good image kept
+    joined = "\n".join(problems)
+    for name in ("empty.png", "text.png", "truncated.jpg"):
+        assert name in joined
+    assert sum(r.index < 0 for r in records) == 3
+
+
+def test_planted_copies_are_grouped_and_split_apart(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"train": 10, "val": 3, "test": 3})
+    originals = sorted((root / "train" / "fractured").glob("*.png"))[:4]
+    # Plant copies of training images in val and test: exact, rotated, flipped, brightened.
+    shutil.copy(originals[0], root / "test" / "fractured" / "exact_copy.png")
+    src = Image.open(originals[1])
+    src.rotate(33, resample=Image.BILINEAR).save(root / "test" / "fractured" / "rotated.png")
+    Image.open(originals[2]).transpose(Image.FLIP_LEFT_RIGHT).save(root / "val" / "fractured" / "flipped.png")
+    bright = np.clip(np.asarray(Image.open(originals[3]), dtype=np.float32) * 1.3 + 10, 0, 255)
+    Image.fromarray(bright.astype(np.uint8)).save(root / "val" / "fractured" / "brighter.jpg", quality=85)
+
+    records, sources, names = data.load_records(str(root))
+    images, problems = data.decode_records(records, sources, names)
+    assert not problems
+    data.assign_groups(images)
+    by_name = {r.path.split("/")[-1] if "/" in r.path else r.path: r for r in records}
+    group_of = {}
+    for r in records:
+        group_of[r.path] = int(images.groups[r.index])
+    for i, copy in enumerate(["exact_copy.png", "rotated.png", "flipped.png", "brighter.jpg"]):
+        original = next(r for r in records if r.path.endswith(f"train/fractured/{originals[i].name}"))
+        planted = next(r for r in records if r.path.endswith(copy))
+        assert group_of[planted.path] == group_of[original.path], copy
+    # Distinct synthetic X-rays stay apart: one group per original image.
+    assert len(set(images.groups.tolist())) == len(images.pixels) - 3  # 3 near-copies joined
+    assert by_name
+
+    data.split_groups(images, seed=3)
+    for g in set(images.groups.tolist()):
+        assert len(set(images.split[images.groups == g].tolist())) == 1
+    assert set(images.split.tolist()) == {"train", "val", "test"}
+    report = data.data_report(records, images, problems)
+    assert report["shipped_splits"]["test"]["exact_copies_of_train_files"] == 1
+    assert report["shipped_splits"]["test"]["near_or_exact_copies_of_train_files"] == 2
+
+
+def test_split_is_seeded_and_stratified(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"train": 20, "val": 5, "test": 5})
+    records, sources, names = data.load_records(str(root))
+    images, _ = data.decode_records(records, sources, names, image_size=64)
+    data.assign_groups(images)
+    data.split_groups(images, seed=1)
+    first = images.split.copy()
+    data.split_groups(images, seed=1)
+    assert (first == images.split).all()
+    for split in ("train", "val", "test"):
+        labels = images.labels[images.split == split]
+        assert set(labels.tolist()) == {0, 1}, split
+
+
+def test_rotation_correlation_is_rotation_and_flip_invariant():
+    im = make_xray(11, size=224)
+    zoomed = im.crop((11, 11, 213, 213)).resize((224, 224))  # centre crop 90%
+    views = [im, im.rotate(70), im.transpose(Image.FLIP_TOP_BOTTOM).rotate(-20), make_xray(12, size=224), zoomed]
+    sig = dedup.polar_signatures(np.stack([np.asarray(v) for v in views]))
+    score = dedup.copy_score(sig[:1].expand(5, -1, -1, -1), sig)
+    assert score[0] > 0.99
+    assert score[1] > dedup.THRESHOLD and score[2] > dedup.THRESHOLD and score[4] > dedup.THRESHOLD
+    assert score[3] < dedup.THRESHOLD
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="real data not present at ../shared")
+def test_real_data_copies_are_found(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(SHARED_DATA / "unpack.py"), str(tmp_path / "fmr")], check=True)
+    records, sources, names = data.load_records(str(tmp_path / "fmr"))
+    images, problems = data.decode_records(records, sources, names)
+    data.assign_groups(images)
+    data.split_groups(images, seed=0)
+    report = data.data_report(records, images, problems)
+    assert report["files"] == 10_562 and report["distinct_images"] == 3_882
+    assert report["shipped_splits"]["test"]["exact_copies_of_train_files"] == 485
+    assert report["shipped_splits"]["val"]["exact_copies_of_train_files"] == 722
+    # Near-copies chain into groups, but no giant group and no group with both labels.
+    assert 400 < report["groups"] < 800 and report["largest_group"] < 150
+    for g in set(images.groups.tolist()):
+        assert len(set(images.labels[images.groups == g].tolist())) == 1
