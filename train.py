@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
+from fracture_detector.data import DataError  # noqa: E402
 from fracture_detector.training import TrainConfig, evaluate_folder, train  # noqa: E402
 
 
@@ -45,6 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    try:
+        run(args)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args: argparse.Namespace) -> None:
     if args.eval_only:
         result = evaluate_folder(args.eval_only, args.data, bootstrap=args.bootstrap)
         if args.metrics_out:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, train_cmd
+from conftest import ROOT, make_xray, train_cmd
 from safetensors.torch import load_file
 
 from fracture_detector.model import DEFAULT_ARCH
@@ -136,3 +136,31 @@ def test_accelerate_launch_two_cpu_processes(tiny_folder, tmp_path):
     proc = _run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").exists() and (out / "metrics.json").exists()
+
+
+def test_card_can_be_rerendered_for_a_repo_id(trained, tmp_path):
+    import shutil
+
+    from fracture_detector.card import rewrite_model_card
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    rewrite_model_card(copy, repo_id="someone/xray-model")
+    card = (copy / "README.md").read_text()
+    assert 'timm.create_model("hf-hub:someone/xray-model"' in card and "- name: xray-model" in card
+
+
+@pytest.mark.parametrize("data", ["/no/such/folder", "./missing"])
+def test_missing_data_gives_one_clear_error(data, tmp_path):
+    proc = _run([sys.executable, str(ROOT / "train.py"), "--data", data, "--output-dir", str(tmp_path / "o")])
+    assert proc.returncode != 0
+    assert "error:" in proc.stderr and "not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_folder_without_fractured_class_is_refused(tmp_path):
+    for label in ("cats", "dogs"):
+        (tmp_path / "d" / "train" / label).mkdir(parents=True)
+        make_xray(1).save(tmp_path / "d" / "train" / label / "a.png")
+    proc = _run([sys.executable, str(ROOT / "train.py"), "--data", str(tmp_path / "d"), "--output-dir",
+                 str(tmp_path / "o")])
+    assert proc.returncode != 0 and "'fractured'" in proc.stderr and "Traceback" not in proc.stderr

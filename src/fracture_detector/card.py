@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def _eval_results(results: dict) -> list[EvalResult]:
         r = results.get(split)
         if not r:
             continue
-        for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy"]),
+        for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy_argmax"]),
                               ("sensitivity", r["sensitivity"]), ("specificity", r["specificity"])):
             if value is not None:
                 out.append(EvalResult(
@@ -60,3 +61,15 @@ def write_model_card(
     )
     card.save(Path(out_dir) / "README.md")
     return card
+
+
+def rewrite_model_card(model_dir: str | Path, repo_id: str = "ORG/fracture-detector") -> ModelCard:
+    """Re-render a saved model folder's card from its own JSON files (e.g. for another repo id)."""
+    from .training import TrainConfig
+
+    model_dir = Path(model_dir)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    report = json.loads((model_dir / "data_report.json").read_text())
+    cfg = TrainConfig(**json.loads((model_dir / "train_config.json").read_text()))
+    label_names = json.loads((model_dir / "config.json").read_text())["label_names"]
+    return write_model_card(model_dir, metrics, report, cfg, label_names, repo_id=repo_id)

@@ -34,6 +34,10 @@ MANIFEST_NAME = "split_manifest.csv.gz"
 SHIPPED_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
 
 
+class DataError(ValueError):
+    """The input data cannot be used as given; the message says why."""
+
+
 @dataclass
 class Record:
     """One file of the input data set."""
@@ -68,14 +72,19 @@ def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]
     from datasets import load_dataset
 
     local = Path(data).is_dir()
-    ds = load_dataset("imagefolder", data_dir=data) if local else load_dataset(data)
+    if not local and (Path(data).exists() or data.startswith((".", "/", "~")) or data.count("/") > 1):
+        raise DataError(f"{data}: not a folder (expected {{train,val,test}}/<label>/ images, or a Hub dataset id)")
+    try:
+        ds = load_dataset("imagefolder", data_dir=data) if local else load_dataset(data)
+    except Exception as e:  # datasets raises many types: missing repo, offline, no images found
+        raise DataError(f"cannot load {data!r} with datasets: {e}") from None
     records, sources, label_names = [], [], None
     for split_name, part in ds.items():
         names = part.features["label"].names
         if label_names is None:
             label_names = names
         elif names != label_names:
-            raise ValueError(f"split {split_name} has labels {names}, expected {label_names}")
+            raise DataError(f"split {split_name} has labels {names}, expected {label_names}")
         part = part.cast_column("image", ImageFeature(decode=False))
         shipped = SHIPPED_SPLIT_NAMES.get(split_name, split_name)
         for i, row in enumerate(part):
@@ -84,7 +93,7 @@ def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]
             records.append(Record(path=key, label=names[row["label"]], shipped_split=shipped))
             sources.append(image["bytes"] if image.get("bytes") else path)
     if POSITIVE_LABEL not in (label_names or []):
-        raise ValueError(f"expected a '{POSITIVE_LABEL}' class folder, found {label_names}")
+        raise DataError(f"expected a '{POSITIVE_LABEL}' class folder, found {label_names}")
     return records, sources, label_names
 
 

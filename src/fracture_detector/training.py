@@ -86,7 +86,7 @@ def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
     for p in problems:
         log(f"warning: {p}")
     if len(images.pixels) == 0:
-        raise SystemExit(f"no decodable images under {cfg.data}")
+        raise data_lib.DataError(f"no decodable images under {cfg.data}")
     data_lib.assign_groups(images)
     data_lib.split_groups(images, seed=cfg.seed)
     report = data_lib.data_report(records, images, problems)
@@ -308,7 +308,7 @@ def evaluate_folder(model_dir: str, data: str, bootstrap: int = 1000, log=print)
     image_size = config["pretrained_cfg"]["input_size"][-1]
     records, sources, label_names = data_lib.load_records(data)
     if label_names != config["label_names"]:
-        raise SystemExit(f"labels {label_names} of {data} differ from the model's {config['label_names']}")
+        raise data_lib.DataError(f"labels {label_names} of {data} differ from the model's {config['label_names']}")
     images, problems = data_lib.decode_records(records, sources, label_names, image_size)
     for p in problems:
         log(f"warning: {p}")
