@@ -2,6 +2,7 @@
 
     python train.py --data ../shared/datasets/fracture-multi-region-unpacked --output-dir runs/fd
     python train.py --eval-only runs/fd --data some/image/folder
+    python train.py --data ... --output-dir runs/fd --push-to-hub ORG/NAME   # token from HF_TOKEN
     accelerate launch --num_processes 2 --cpu train.py --data ...   # several processes
 
 Everything happens in `fracture_detector.training`; this file only parses arguments.
@@ -9,6 +10,7 @@ Everything happens in `fracture_detector.training`; this file only parses argume
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.data import DataError  # noqa: E402
+from fracture_detector.hub import HubError, push  # noqa: E402
 from fracture_detector.training import TrainConfig, evaluate_folder, train  # noqa: E402
 
 
@@ -41,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
     p.add_argument("--eval-only", metavar="MODEL_DIR", help="re-score a saved model on --data and exit")
     p.add_argument("--metrics-out", help="with --eval-only: also write the metrics as JSON here")
+    p.add_argument("--push-to-hub", metavar="ORG/NAME", help="after training, upload the folder (token: HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    p.add_argument("--revision", help="with --push-to-hub: branch to push to (created if missing)")
     return p.parse_args(argv)
 
 
@@ -48,8 +54,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except DataError as e:
+    except (DataError, HubError) as e:
         sys.exit(f"error: {e}")
+
+
+def is_main_process() -> bool:
+    """Under `accelerate launch` only rank 0 pushes."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -59,7 +70,14 @@ def run(args: argparse.Namespace) -> None:
             Path(args.metrics_out).write_text(json.dumps(result, indent=2))
         return
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    train(TrainConfig(**options))
+    out_dir = train(TrainConfig(**options))
+    if args.push_to_hub and is_main_process():
+        try:
+            url = push(out_dir, args.push_to_hub, private=args.private, revision=args.revision)
+        except HubError as e:
+            raise HubError(f"{e}\nThe trained model is saved in {out_dir}; retry with: "
+                           f"python -m fracture_detector push {out_dir} {args.push_to_hub}") from None
+        print(f"pushed {out_dir} to {url}")
 
 
 if __name__ == "__main__":

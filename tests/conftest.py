@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import select
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "datasets" / "fracture-multi-region"
+HUB_SERVER = Path(__file__).resolve().parent / "hub_server.py"
+TOKEN = "hf_test_token"
+LFS_MAX_BYTES = 1_000_000
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the internet
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -63,3 +70,55 @@ def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
     """Command line for a fast CPU training run on tiny data."""
     return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out),
             "--image-size", "64", "--batch-size", "8", "--bootstrap", "20", *extra]
+
+
+@dataclass
+class Hub:
+    """A running test Hub: its URL, the token it accepts, its storage folder and its request log."""
+
+    url: str
+    token: str
+    root: Path
+    log: Path
+    home: Path
+
+    def requests(self) -> list[str]:
+        """The request lines logged so far (`METHOD /path STATUS`)."""
+        return self.log.read_text().splitlines()
+
+
+@contextlib.contextmanager
+def serve(tmp: Path, *extra: str):
+    """Start tests/hub_server.py on a free port, wait for its READY line, and stop it afterwards."""
+    log = tmp / "server.log"
+    cmd = [sys.executable, str(HUB_SERVER), "--port", "0", "--root", str(tmp / "root"), *extra]
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("READY http://127.0.0.1:"):
+            raise RuntimeError(f"hub server did not start: {line!r}\n{log.read_text()}")
+        yield Hub(url=line.split()[1], token=TOKEN, root=tmp / "root", log=log, home=tmp / "hf_home")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """The test Hub in its default mode (every upload is 'regular')."""
+    with serve(tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def lfs_hub_server(tmp_path_factory):
+    """A second test Hub that asks for classic git-LFS uploads and accepts small bodies only."""
+    with serve(tmp_path_factory.mktemp("hub_lfs"), "--lfs", "--max-bytes", str(LFS_MAX_BYTES)) as hub:
+        yield hub

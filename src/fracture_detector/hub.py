@@ -1,0 +1,135 @@
+"""Publish a model folder to a Hub and load models back, from the Hub, its cache or disk.
+
+Works with any Hub-compatible endpoint: `huggingface_hub` reads `HF_ENDPOINT` (a mirror
+or a self-hosted Hub) and `HF_TOKEN`. Every failure becomes one `HubError` whose message
+says what went wrong; the token never appears in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .card import rewrite_model_card
+from .predict import BUNDLED_MODEL, Predictor
+
+# What a push uploads: weights as safetensors only, never pickles; no training checkpoints.
+PUSH_PATTERNS = ("config.json", "model.safetensors", "README.md", "metrics.json", "data_report.json",
+                 "train_config.json", "split_manifest.csv.gz", "*.png")
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+REQUIRED_FILES = ("config.json", "model.safetensors")
+
+
+class HubError(RuntimeError):
+    """A push or a download failed; the message is meant for the user as is."""
+
+
+def _explain(e: Exception, repo_id: str, revision: str | None, filename: str | None = None) -> str:
+    where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    endpoint = constants.ENDPOINT
+    if isinstance(e, RepositoryNotFoundError):
+        return f"{repo_id}: no such model on {endpoint} (or it is private and your token cannot see it)"
+    if isinstance(e, RevisionNotFoundError):
+        return f"{repo_id}: no revision {revision!r} on {endpoint}"
+    if isinstance(e, LocalEntryNotFoundError | OfflineModeIsEnabled):
+        return (f"{where}: {filename or 'the model'} is not in the local cache and the Hub is not reachable "
+                f"(offline mode or no connection to {endpoint})")
+    if isinstance(e, EntryNotFoundError):
+        return f"{where}: the repository has no file {filename!r}"
+    if isinstance(e, HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else None
+        if status in (401, 403):
+            return (f"{endpoint} refused the request (HTTP {status}): set HF_TOKEN to a token that may "
+                    f"write to {repo_id}")
+        if status == 413:
+            return f"{endpoint} refused the upload as too large (HTTP 413): check your storage quota"
+        return f"{where}: the Hub answered HTTP {status}: {str(e).splitlines()[0]}"
+    if isinstance(e, httpx2.TransportError | ConnectionError | OSError):
+        return f"cannot reach the Hub at {endpoint}: {type(e).__name__}: {e}"
+    return f"{where}: {type(e).__name__}: {e}"
+
+
+def push(
+    model_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload fracture-detector model",
+) -> str:
+    """Upload a saved model folder to `repo_id` and return the commit URL.
+
+    The card is re-rendered for `repo_id` in a temporary copy, so the local folder is
+    never modified, whether the push succeeds or not.
+    """
+    folder = Path(model_dir)
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HubError(f"{folder}: not a saved model folder (missing {', '.join(missing)})")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp)
+        for pattern in PUSH_PATTERNS:
+            for path in folder.glob(pattern):
+                shutil.copy2(path, staged / path.name)
+        size = sum(p.stat().st_size for p in staged.iterdir())
+        if size > MAX_UPLOAD_BYTES:
+            limit = MAX_UPLOAD_BYTES // 2**20
+            raise HubError(f"{folder}: {size / 2**20:.0f} MiB to upload, over the {limit} MiB limit")
+        if (staged / "metrics.json").is_file() and (staged / "train_config.json").is_file():
+            rewrite_model_card(staged, repo_id=repo_id)
+        api = HfApi(library_name="fracture-detector")
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=staged, revision=revision,
+                                     commit_message=commit_message)
+        except Exception as e:  # every client failure becomes one clear message
+            raise HubError(_explain(e, repo_id, revision)) from None
+    return info.commit_url
+
+
+def resolve(model: str | Path = BUNDLED_MODEL, revision: str | None = None) -> Path:
+    """A local folder holding the model: `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a plain path.
+
+    Hub models go through the Hugging Face cache, so they load offline (`HF_HUB_OFFLINE=1`)
+    once downloaded.
+    """
+    spec = str(model)
+    if spec.startswith("hf-hub:"):
+        repo_id = spec.removeprefix("hf-hub:")
+        if "@" in repo_id:
+            repo_id, revision = repo_id.split("@", 1)
+        folder = None
+        for filename in REQUIRED_FILES:
+            try:
+                path = hf_hub_download(repo_id, filename, revision=revision)
+            except Exception as e:
+                raise HubError(_explain(e, repo_id, revision, filename)) from None
+            folder = Path(path).parent
+        try:  # headline metrics for the app; optional
+            hf_hub_download(repo_id, "metrics.json", revision=revision)
+        except Exception:
+            pass
+        return folder
+    path = Path(spec.removeprefix("local-dir:")).expanduser()
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise HubError(f"{path}: not a saved model folder (missing {', '.join(missing)})")
+    return path
+
+
+def load(model: str | Path = BUNDLED_MODEL, revision: str | None = None) -> Predictor:
+    """A `Predictor` for `model` (see `resolve`), with its preprocessing, labels, temperature and threshold."""
+    return Predictor(resolve(model, revision))
