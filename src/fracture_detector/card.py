@@ -45,6 +45,7 @@ def write_model_card(
         license="apache-2.0",
         tags=["image-classification", "timm", "medical-imaging", "x-ray", "fracture-detection"],
         metrics=["roc_auc", "accuracy", "sensitivity", "specificity"],
+        datasets=[report["source"]] if report.get("source") else None,  # Hub dataset ids only
         eval_results=_eval_results(metrics["results"]),
     )
     card = ModelCard.from_template(

@@ -227,8 +227,11 @@ def write_manifest(path: Path, records: list[Record], images: Images) -> None:
                 w.writerow([rec.path, rec.label, rec.shipped_split, rec.sha256, int(images.groups[i]), images.split[i]])
 
 
-def data_report(records: list[Record], images: Images, problems: list[str]) -> dict:
-    """Counts that explain the data: files, distinct images, groups, and copies across shipped splits."""
+def data_report(records: list[Record], images: Images, problems: list[str], source: str = "") -> dict:
+    """Counts that explain the data: files, distinct images, groups, and copies across shipped splits.
+
+    `source` is the Hub dataset id the data came from, or "" for a local folder.
+    """
     by_shipped: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
         if rec.index >= 0:
@@ -254,6 +257,7 @@ def data_report(records: list[Record], images: Images, problems: list[str]) -> d
             **{name: int((images.labels[mask] == i).sum()) for i, name in enumerate(images.label_names)},
         }
     return {
+        "source": source,
         "files": len(records),
         "decoded_files": sum(r.index >= 0 for r in records),
         "skipped_files": sum(r.index < 0 for r in records),

@@ -89,7 +89,7 @@ def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
         raise data_lib.DataError(f"no decodable images under {cfg.data}")
     data_lib.assign_groups(images)
     data_lib.split_groups(images, seed=cfg.seed)
-    report = data_lib.data_report(records, images, problems)
+    report = data_lib.data_report(records, images, problems, source="" if Path(cfg.data).is_dir() else cfg.data)
     if out_dir is not None:
         data_lib.write_manifest(out_dir / data_lib.MANIFEST_NAME, records, images)
         write_json(out_dir / "data_report.json", report)
