@@ -21,13 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from fracture_detector.augment import augment  # noqa: E402
 from fracture_detector.model import create_model, predict_logits  # noqa: E402
-from fracture_detector.preprocess import normalize  # noqa: E402
-from fracture_detector.training import TrainConfig, _epoch_indices, _lr_at, prepare_data  # noqa: E402
+from fracture_detector.training import TrainConfig, _epoch_indices, _lr_at, prepare_data, train_step  # noqa: E402
 
 CANDIDATES = ["mobilenetv3_small_100", "lcnet_075", "regnetx_002", "mobilenetv4_conv_small", "ghostnet_050"]
 
@@ -48,6 +46,7 @@ def latency_ms(model: torch.nn.Module, size: int = 224, repeats: int = 30) -> fl
 
 def run(arch: str, images, cfg: TrainConfig, batch: int = 64, lr: float = 1e-3) -> dict:
     torch.manual_seed(cfg.seed)
+    acc = Accelerator(mixed_precision="no")
     model = create_model(arch).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     train_idx = np.flatnonzero(images.split == "train")
@@ -65,12 +64,7 @@ def run(arch: str, images, cfg: TrainConfig, batch: int = 64, lr: float = 1e-3) 
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps + i, total, steps, lr)
             idx = torch.from_numpy(order[i * batch : (i + 1) * batch])
-            x = normalize(augment(pixels[idx].unsqueeze(1).float().div_(255.0), g))
-            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels[idx],
-                                   label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, acc, pixels[idx], labels[idx], g)
         t_train += time.perf_counter() - t0
         prob = torch.softmax(predict_logits(model, images.pixels[val_idx]), 1)[:, 0].numpy()
         auc = roc_auc_score(images.labels[val_idx] == 0, prob)

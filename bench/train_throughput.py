@@ -26,10 +26,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from fracture_detector import data as data_lib  # noqa: E402
-from fracture_detector.augment import augment  # noqa: E402
 from fracture_detector.model import DEFAULT_ARCH, create_model  # noqa: E402
-from fracture_detector.preprocess import IMAGE_SIZE, MEAN, STD, normalize  # noqa: E402
-from fracture_detector.training import _mixed_precision  # noqa: E402
+from fracture_detector.preprocess import IMAGE_SIZE, MEAN, STD  # noqa: E402
+from fracture_detector.training import _mixed_precision, train_step  # noqa: E402
 
 
 def naive(data_dir: str, steps: int, batch: int, warmup: int) -> float:
@@ -92,13 +91,7 @@ def pipeline(data_dir: str, steps: int, batch: int, warmup: int) -> tuple[float,
         if i == warmup:
             t0 = time.perf_counter()
         idx = torch.from_numpy(rng.integers(0, len(pixels), batch))
-        x = augment(pixels[idx].unsqueeze(1).float().div_(255.0), g)
-        x = normalize(x).contiguous(memory_format=torch.channels_last)
-        with acc.autocast():
-            loss = F.cross_entropy(model(x), labels[idx])
-        opt.zero_grad()
-        acc.backward(loss)
-        opt.step()
+        train_step(model, opt, acc, pixels[idx], labels[idx], g)
     return steps * batch / (time.perf_counter() - t0), cache_seconds
 
 

@@ -17,16 +17,29 @@ DEFAULT_ARCH = "regnetx_002"
 
 
 def create_model(
-    arch: str = DEFAULT_ARCH, num_classes: int = 2, pretrained: bool = False, drop_rate: float = 0.2
+    arch: str = DEFAULT_ARCH,
+    num_classes: int = 2,
+    pretrained: bool = False,
+    drop_rate: float = 0.2,
+    image_size: int = IMAGE_SIZE,
 ) -> torch.nn.Module:
-    """A fresh timm model with one (grayscale) input channel.
+    """A fresh timm model with one (grayscale) input channel and this project's preprocessing.
 
     With `pretrained=True` timm downloads ImageNet weights from the Hub and folds the
-    first convolution's RGB filters into one channel.
+    first convolution's RGB filters into one channel. The model's `pretrained_cfg` gets
+    our input size, mean/std and resize mode from the start, so everything that reads it
+    (prediction here, `save_for_hf`, timm's transforms) sees the same preprocessing.
     """
-    return timm.create_model(
+    model = timm.create_model(
         arch, pretrained=pretrained, num_classes=num_classes, in_chans=1, drop_rate=drop_rate
     )
+    # Drop the source checkpoint's identity (tag, hub id, licence): these are our weights.
+    source_keys = ("tag", "hf_hub_id", "url", "origin_url", "paper_ids", "license")
+    kept = {k: v for k, v in model.pretrained_cfg.items() if k not in source_keys}
+    if tuple(kept.get("input_size", (0, 0, 0))[1:]) != (image_size, image_size):
+        kept["pool_size"] = None  # the source's final feature-map size no longer applies
+    model.pretrained_cfg = {**kept, **data_config(image_size), "license": "apache-2.0"}
+    return model
 
 
 def save_model(
@@ -74,14 +87,19 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, pixels, batch_size: int = 128) -> torch.Tensor:
-    """Logits for uint8 pixel grids `(N, H, W)` (numpy or tensor), in eval mode, in batches."""
-    from .preprocess import normalize
+    """Logits for uint8 pixel grids `(N, H, W)` (numpy or tensor), in eval mode, in batches.
 
+    Normalises with the model's own `pretrained_cfg` mean/std (this project's by default).
+    """
+    from .preprocess import MEAN, STD, normalize
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", MEAN)), tuple(cfg.get("std", STD))
     was_training = model.training
     model.eval()
     pixels = torch.as_tensor(pixels)
     out = [
-        model(normalize(chunk).contiguous(memory_format=torch.channels_last)).float()
+        model(normalize(chunk, mean, std).contiguous(memory_format=torch.channels_last)).float()
         for chunk in pixels.split(batch_size)
     ]
     model.train(was_training)

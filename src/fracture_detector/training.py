@@ -143,6 +143,19 @@ def _roc_auc(logits: torch.Tensor, labels: np.ndarray, positive: int) -> float:
     return float(roc_auc_score(is_pos, positive_probability(logits.numpy(), positive)))
 
 
+def train_step(model, optimizer, acc: Accelerator, pixels: torch.Tensor, labels: torch.Tensor,
+               g: torch.Generator, label_smoothing: float = 0.1) -> float:
+    """One optimisation step on a batch of cached uint8 images: augment, normalise, forward, backward."""
+    x = augment(pixels.unsqueeze(1).float().div_(255.0), g)
+    x = normalize(x).contiguous(memory_format=torch.channels_last).to(acc.device)
+    with acc.autocast():
+        loss = F.cross_entropy(model(x), labels.to(acc.device), label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    optimizer.step()
+    return loss.item()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run the whole recipe; returns the output folder (a timm Hub-format model)."""
     acc = Accelerator(mixed_precision=_mixed_precision(cfg.precision))
@@ -167,7 +180,8 @@ def train(cfg: TrainConfig) -> Path:
     labels = torch.from_numpy(images.labels)
 
     try:
-        model = create_model(cfg.arch, num_classes=len(label_names), pretrained=cfg.pretrained)
+        model = create_model(cfg.arch, num_classes=len(label_names), pretrained=cfg.pretrained,
+                             image_size=cfg.image_size)
     except Exception as e:  # unknown name, or --pretrained without a reachable Hub
         raise SystemExit(f"cannot create model {cfg.arch!r} (pretrained={cfg.pretrained}): {e}") from None
     model = model.to(memory_format=torch.channels_last)
@@ -211,15 +225,8 @@ def train(cfg: TrainConfig) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, warmup_steps, cfg.lr)
             idx = torch.from_numpy(mine[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-            x = augment(pixels[idx].unsqueeze(1).float().div_(255.0), g)
-            x = normalize(x).contiguous(memory_format=torch.channels_last).to(acc.device)
-            y = labels[idx].to(acc.device)
-            with acc.autocast():
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            optimizer.step()
-            running = 0.9 * running + 0.1 * loss.item() if i else loss.item()
+            loss = train_step(model, optimizer, acc, pixels[idx], labels[idx], g, cfg.label_smoothing)
+            running = 0.9 * running + 0.1 * loss if i else loss
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
         base = acc.unwrap_model(model)
