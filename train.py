@@ -10,10 +10,11 @@ Everything happens in `fracture_detector.training`; this file only parses argume
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+from accelerate import PartialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
@@ -58,11 +59,6 @@ def main(argv=None) -> None:
         sys.exit(f"error: {e}")
 
 
-def is_main_process() -> bool:
-    """Under `accelerate launch` only rank 0 pushes."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def run(args: argparse.Namespace) -> None:
     if args.eval_only:
         result = evaluate_folder(args.eval_only, args.data, bootstrap=args.bootstrap)
@@ -71,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
         return
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     out_dir = train(TrainConfig(**options))
-    if args.push_to_hub and is_main_process():
+    if args.push_to_hub and PartialState().is_main_process:  # under `accelerate launch`, rank 0 pushes
         try:
             url = push(out_dir, args.push_to_hub, private=args.private, revision=args.revision)
         except HubError as e:

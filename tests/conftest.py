@@ -87,6 +87,19 @@ class Hub:
         return self.log.read_text().splitlines()
 
 
+def hub_client_env(hub: Hub, home: Path, **extra: str) -> dict:
+    """Environment for a client process: `hub` as the endpoint, its token, and `home` as its cache.
+
+    huggingface_hub reads these at import, so clients run as subprocesses; inherited `HF_*`
+    settings (the suite's own HF_HUB_OFFLINE=1) are dropped first.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(extra)
+    return env
+
+
 @contextlib.contextmanager
 def serve(tmp: Path, *extra: str):
     """Start tests/hub_server.py on a free port, wait for its READY line, and stop it afterwards."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, train_cmd
+from conftest import ROOT, hub_client_env, train_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +33,8 @@ print(json.dumps({"equal": all(torch.equal(state[k], ref[k]) for k in ref) and r
 
 
 def hub_env(server, home, **extra) -> dict:
-    """Environment for a client process: the local Hub, a token, and its own cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=server.url, HF_TOKEN=server.token, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1",
-               PYTHONPATH=str(ROOT / "src"))
-    env.update(extra)
-    return env
+    """A Hub client's environment that can also import this package."""
+    return hub_client_env(server, home, PYTHONPATH=str(ROOT / "src"), **extra)
 
 
 def run(cmd, env, **kw):

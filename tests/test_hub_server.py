@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import random
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import LFS_MAX_BYTES, TOKEN, Hub
+from conftest import LFS_MAX_BYTES, TOKEN, Hub, hub_client_env
 
 BAD_TOKEN = "hf_not_a_valid_token"
 REPO = "tester/demo"
@@ -47,10 +46,7 @@ def catch(fn, *args, **kwargs):
 def run_client(hub: Hub, code: str, args: dict | None = None, home: Path | None = None, timeout: int = 120,
                **env: str) -> dict:
     """Run a huggingface_hub snippet in a fresh interpreter pointed at `hub`; return what it emit()ted."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    environ.update(HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HOME=str(home or hub.home),
-                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **env)
+    environ = hub_client_env(hub, home or hub.home, **env)
     script = PRELUDE + textwrap.dedent(code)
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(args or {})], env=environ,
                           capture_output=True, text=True, timeout=timeout)

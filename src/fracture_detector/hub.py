@@ -36,6 +36,13 @@ class HubError(RuntimeError):
     """A push or a download failed; the message is meant for the user as is."""
 
 
+def check_model_folder(folder: Path) -> None:
+    """Raise `HubError` unless `folder` holds a saved model (config and safetensors weights)."""
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HubError(f"{folder}: not a saved model folder (missing {', '.join(missing)})")
+
+
 def _explain(e: Exception, repo_id: str, revision: str | None, filename: str | None = None) -> str:
     where = f"{repo_id}" + (f"@{revision}" if revision else "")
     endpoint = constants.ENDPOINT
@@ -74,9 +81,7 @@ def push(
     never modified, whether the push succeeds or not.
     """
     folder = Path(model_dir)
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise HubError(f"{folder}: not a saved model folder (missing {', '.join(missing)})")
+    check_model_folder(folder)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp)
         for pattern in PUSH_PATTERNS:
@@ -100,13 +105,14 @@ def push(
     return info.commit_url
 
 
-def resolve(model: str | Path = BUNDLED_MODEL, revision: str | None = None) -> Path:
-    """A local folder holding the model: `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a plain path.
+def resolve(model: str | Path | None = None, revision: str | None = None) -> Path:
+    """A local folder holding the model: `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH`, a plain path,
+    or None for the bundled default.
 
     Hub models go through the Hugging Face cache, so they load offline (`HF_HUB_OFFLINE=1`)
     once downloaded.
     """
-    spec = str(model)
+    spec = str(model or BUNDLED_MODEL)
     if spec.startswith("hf-hub:"):
         repo_id = spec.removeprefix("hf-hub:")
         if "@" in repo_id:
@@ -118,18 +124,12 @@ def resolve(model: str | Path = BUNDLED_MODEL, revision: str | None = None) -> P
             except Exception as e:
                 raise HubError(_explain(e, repo_id, revision, filename)) from None
             folder = Path(path).parent
-        try:  # headline metrics for the app; optional
-            hf_hub_download(repo_id, "metrics.json", revision=revision)
-        except Exception:
-            pass
         return folder
     path = Path(spec.removeprefix("local-dir:")).expanduser()
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        raise HubError(f"{path}: not a saved model folder (missing {', '.join(missing)})")
+    check_model_folder(path)
     return path
 
 
-def load(model: str | Path = BUNDLED_MODEL, revision: str | None = None) -> Predictor:
+def load(model: str | Path | None = None, revision: str | None = None) -> Predictor:
     """A `Predictor` for `model` (see `resolve`), with its preprocessing, labels, temperature and threshold."""
     return Predictor(resolve(model, revision))

@@ -9,7 +9,7 @@ import timm
 import torch
 from timm.models import save_for_hf
 
-from .preprocess import IMAGE_SIZE, data_config
+from .preprocess import IMAGE_SIZE, MEAN, STD, data_config, normalize
 
 # Chosen by measurement on 2 CPU cores: best validation ROC-AUC per unit of training time,
 # single-image latency under 10 ms, weights under 10 MB (`bench/select_model.py`, README).
@@ -91,8 +91,6 @@ def predict_logits(model: torch.nn.Module, pixels, batch_size: int = 128) -> tor
 
     Normalises with the model's own `pretrained_cfg` mean/std (this project's by default).
     """
-    from .preprocess import MEAN, STD, normalize
-
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", MEAN)), tuple(cfg.get("std", STD))
     was_training = model.training
