@@ -1,23 +1,36 @@
-"""Serve the Gradio demo: `python app.py [--model DIR] [--host H] [--port P] [--share]`."""
+"""Serve the Gradio demo: `python app.py [--model hf-hub:ORG/NAME | DIR] [--host H] [--port P] [--share]`.
+
+Without `--model`, the `MODEL_ID` environment variable (as a Space sets it) or the bundled
+model. If the Hub cannot be reached, the cached copy or the bundled model is served instead.
+"""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from fracture_detector.app import build_demo  # noqa: E402
-from fracture_detector.predict import BUNDLED_MODEL  # noqa: E402
+from fracture_detector.app import build_demo, start  # noqa: E402
+from fracture_detector.hub import HubError, resolve_for_serving  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default=str(BUNDLED_MODEL), help="a saved model folder (default: the bundled model)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=os.environ.get("MODEL_ID"),
+                   help="hf-hub:ORG/NAME[@REV] or a model folder (default: $MODEL_ID, else the bundled model)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
     args = p.parse_args()
-    build_demo(args.model).launch(server_name=args.host, server_port=args.port, share=args.share)
+    try:
+        model_dir, source = resolve_for_serving(args.model)
+    except HubError as e:
+        sys.exit(f"error: {e}")
+    print(f"Model: {source}", flush=True)
+    demo = build_demo(model_dir, source)
+    start(demo, args.host, args.port, args.share)
+    demo.block_thread()  # serve until interrupted
 
 
 if __name__ == "__main__":

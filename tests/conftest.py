@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import select
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -114,12 +115,7 @@ def serve(tmp: Path, *extra: str):
             raise RuntimeError(f"hub server did not start: {line!r}\n{log.read_text()}")
         yield Hub(url=line.split()[1], token=TOKEN, root=tmp / "root", log=log, home=tmp / "hf_home")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         proc.stdout.close()
 
 
@@ -135,3 +131,31 @@ def lfs_hub_server(tmp_path_factory):
     """A second test Hub that asks for classic git-LFS uploads and accepts small bodies only."""
     with serve(tmp_path_factory.mktemp("hub_lfs"), "--lfs", "--max-bytes", str(LFS_MAX_BYTES)) as hub:
         yield hub
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminate a server process; kill it if it does not exit in `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The demo on the bundled model, served in this process; its URL."""
+    from fracture_detector.app import build_demo, start
+
+    demo = build_demo()
+    start(demo, "127.0.0.1", free_port())
+    yield demo.local_url
+    demo.close()

@@ -1,44 +1,129 @@
-"""The minimal demo answers `/predict` over HTTP through gradio_client."""
+"""The demo over real HTTP: gradio_client calls of /predict, a corpus of bad inputs, the share
+link failing offline, and a Hub that cannot be reached."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port, hub_client_env, stop
+from corpus import input_corpus
 
 gradio = pytest.importorskip("gradio")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
 
 
-def test_predict_api_returns_both_labels(tmp_path):
+def call(client, path):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/predict")
+
+
+def test_predict_gives_label_decision_and_heatmap(client):
+    from PIL import Image
+
+    example = ROOT / "examples" / "fractured_2.jpg"
+    heatmap, label, decision = call(client, example)
+    assert {c["label"] for c in label["confidences"]} == {"fractured", "not fractured"}
+    assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-4
+    assert "threshold 0.129" in decision
+    overlay = Image.open(heatmap)
+    assert overlay.mode == "RGB" and overlay.size == Image.open(example).size  # the X-ray, coloured
+
+
+def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_answering(client, tmp_path):
+    corpus = input_corpus(tmp_path)
+    assert len(corpus) >= 20
+    for kind, path, expected in corpus:
+        heatmap, label, decision = call(client, path)
+        if expected is None:
+            assert label and label["label"] in ("fractured", "not fractured"), kind
+            assert heatmap and "threshold" in decision, kind
+        else:
+            assert heatmap is None and not (label or {}).get("confidences") and expected in decision, (kind, decision)
+            _, label, _ = call(client, ROOT / "examples" / "not_fractured_1.jpg")  # still answering
+            assert label["label"] in ("fractured", "not fractured")
+
+
+def test_upload_size_limit(app_url, tmp_path):
+    """Uploads over the limit are refused by the server before they reach the model."""
     from gradio_client import Client, handle_file
 
-    from fracture_detector.app import build_demo
+    from fracture_detector.app import MAX_UPLOAD
 
-    demo = build_demo()
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\x00" * (int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024 + 10))
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        Client(app_url, verbose=False).predict(handle_file(str(big)), api_name="/predict")
+
+
+def test_offline_share_and_unreachable_hub(tmp_path):
+    """`python app.py --share` with no internet and MODEL_ID on an unreachable Hub: two plain lines,
+    the bundled model, and the page still served."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    # Every outgoing request (share tunnel, frpc download) goes to a closed local port: no internet.
+    env.update(HF_ENDPOINT=closed, HF_HOME=str(tmp_path / "home"), MODEL_ID="hf-hub:team/not-cached",
+               HTTPS_PROXY=closed, HTTP_PROXY=closed, https_proxy=closed, http_proxy=closed,
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--share", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        example = next((ROOT / "examples").glob("fractured_*.jpg"))
-        shown, label, decision = client.predict(handle_file(str(example)), api_name="/predict")
-        assert shown
-        names = {c["label"] for c in label["confidences"]}
-        assert names == {"fractured", "not fractured"}
-        assert "Decision at threshold" in decision
-
-        bad = tmp_path / "bad.png"
-        bad.write_bytes(b"not an image")
-        with pytest.raises(Exception, match="Could not read this file"):
-            client.predict(handle_file(str(bad)), api_name="/predict")
-        # The server keeps answering after a bad input.
-        _, label, _ = client.predict(handle_file(str(example)), api_name="/predict")
-        assert label["label"] in names
+        lines = []
+        deadline = time.time() + 180
+        while time.time() < deadline and not any("share link" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        out = "".join(lines)
+        assert "Model: the bundled model: the Hub at " + closed + " is unreachable" in out, out
+        share_lines = [line for line in lines if "share link" in line]
+        assert share_lines == [f"Could not create a public share link (that needs the internet); the demo is "
+                               f"still served at http://127.0.0.1:{port}/\n"], out
+        assert "Traceback" not in out and "frpc" not in out
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).status == 200
     finally:
-        demo.close()
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_model_source_hub_then_cache_when_unreachable(hub_server, tmp_path):
+    """A Hub model: downloaded while the Hub answers, then served from the cache when it does not;
+    a repository that does not exist is an error, not a silent fallback."""
+    home = tmp_path / "home"
+    env = hub_client_env(hub_server, home, PYTHONPATH=str(ROOT / "src"))
+    pushed = subprocess.run([sys.executable, "-m", "fracture_detector", "push", str(ROOT / "models" / "default"),
+                             "team/demo-model"], env=env, capture_output=True, text=True, timeout=300)
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    code = ("import sys\nfrom fracture_detector.hub import HubError, resolve_for_serving\n"
+            "try:\n    print(resolve_for_serving(sys.argv[1])[1])\nexcept HubError as e:\n    print('HubError:', e)\n")
+
+    def source(spec, **extra):
+        proc = subprocess.run([sys.executable, "-c", code, spec], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300)
+        assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    assert source("hf-hub:team/demo-model").startswith("hf-hub:team/demo-model (revision ")
+    assert f"from {hub_server.url}" in source("hf-hub:team/demo-model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cached = source("hf-hub:team/demo-model", HF_ENDPOINT=closed)
+    assert "from the local cache: the Hub at " + closed + " is unreachable" in cached
+    assert "HubError: team/no-such-model: no such model" in source("hf-hub:team/no-such-model")

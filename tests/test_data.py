@@ -170,3 +170,27 @@ def test_real_data_copies_are_found(tmp_path):
     assert 400 < report["groups"] < 800 and report["largest_group"] < 150
     for g in set(images.groups.tolist()):
         assert len(set(images.labels[images.groups == g].tolist())) == 1
+
+
+def test_dicom_rescale_window_and_monochrome1(tmp_path):
+    """DICOM: modality rescale and VOI window applied; MONOCHROME1 (0 = white) inverted."""
+    from corpus import make_dicom, xray12
+
+    values = xray12()
+    plain = np.asarray(decode_image(make_dicom(tmp_path / "plain.dcm", values)), dtype=np.int16)
+    assert plain.shape == values.shape and plain.min() == 0 and plain.max() == 255
+    ramp = np.corrcoef(plain.ravel(), values.ravel())[0, 1]
+    assert ramp > 0.99  # a linear stretch of the stored values
+
+    inverted = np.asarray(decode_image(make_dicom(tmp_path / "m1.dcm", 4095 - values, "MONOCHROME1")), np.int16)
+    assert np.abs(inverted - plain).max() <= 1  # same picture: bone stays white
+
+    # A narrow window saturates everything outside it: values above centre + width/2 become white.
+    center = float(np.median(values))
+    windowed = np.asarray(decode_image(make_dicom(tmp_path / "w.dcm", values, window=(center, 200))))
+    assert (windowed[values > center + 100] == 255).all() and (windowed[values < center - 100] == 0).all()
+
+    # The same file without the .dcm suffix is found by its "DICM" preamble.
+    (tmp_path / "noext").write_bytes((tmp_path / "plain.dcm").read_bytes())
+    assert np.array_equal(np.asarray(decode_image(tmp_path / "noext")), plain)
+    assert np.array_equal(np.asarray(decode_image((tmp_path / "plain.dcm").read_bytes())), plain)

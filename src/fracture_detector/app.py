@@ -1,54 +1,127 @@
-"""A minimal Gradio demo on a saved model folder (the full demo is issue 4)."""
+"""The Gradio demo: upload an X-ray (image or DICOM), get calibrated probabilities, the
+decision at the model's threshold and a Grad-CAM heatmap. `python app.py` serves it.
+
+Requests are batched (`batch=True`): while the model runs, new uploads queue, and the next
+call takes up to `MAX_BATCH` of them at once, so throughput grows with concurrent users.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
-from .decode import DecodeError, decode_image
-from .predict import BUNDLED_MODEL, Predictor
-from .preprocess import to_pixels
+from .decode import DecodeError
+from .heatmap import overlay
+from .predict import BUNDLED_MODEL, NotAnXrayError, Predictor, Xray, read_xray
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NOTICE = (
-    "**Research demo, not a medical device.** It must not be used to diagnose anyone. "
-    "Upload an X-ray; the model gives calibrated probabilities and its decision at the "
-    "threshold chosen for 95% sensitivity on validation."
-)
+MAX_BATCH = 32
+MAX_UPLOAD = "20mb"
+FILE_TYPES = ["image", ".dcm", ".dicom", ".tif", ".tiff"]
+NOTICE = "**Research demo, not a medical device.** Do not use it to diagnose anyone or to make any clinical decision."
 
 
-def build_demo(model_dir: str | Path = BUNDLED_MODEL) -> gr.Blocks:
-    """The demo's interface around one `Predictor`."""
+def headline(model_dir: Path) -> str:
+    """One line of the model's clean-test results, from its `metrics.json` (if it has one)."""
+    try:
+        results = json.loads((model_dir / "metrics.json").read_text())["results"]["clean_test"]
+    except (OSError, KeyError, ValueError):
+        return "No evaluation results ship with this model."
+    lo, hi = results.get("roc_auc_ci95", [float("nan")] * 2)
+    return (
+        f"On {results['images']} held-out images ({results['groups']} distinct X-rays, no copies of "
+        f"training images): ROC-AUC {results['roc_auc']:.3f} (95% CI {lo:.2f}-{hi:.2f}); at the threshold, "
+        f"sensitivity {results['sensitivity']:.2f} and specificity {results['specificity']:.2f}."
+    )
+
+
+def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None) -> gr.Blocks:
+    """The demo around one `Predictor`; `source` says where the model came from (shown on the page)."""
     predictor = Predictor(model_dir)
+    positive = predictor.label_names[predictor.positive]
 
-    def classify(path: str | None):
+    def read_upload(path: str | None) -> tuple[Xray | None, str | None]:
+        """The decoded X-ray, or None and the message to show instead of a probability."""
         if not path:
-            raise gr.Error("Upload an X-ray image first.")
+            return None, "Upload an X-ray image first."
         try:
-            image = decode_image(path)
+            return read_xray(path, predictor.image_size), None
+        except NotAnXrayError as e:
+            return None, f"**This does not look like an X-ray** ({e.reason}), so no fracture probability is given."
         except DecodeError as e:
-            raise gr.Error(f"Could not read this file: {str(e).split(': ', 1)[-1]}") from None
-        result = predictor.predict_pixels(to_pixels(image, predictor.image_size)[None])[0]
-        decision = "fracture suspected" if result.fractured else "no fracture detected"
-        image.thumbnail((512, 512))
-        return image, result.probabilities, f"Decision at threshold {predictor.threshold:.3f}: **{decision}**"
+            return None, f"**Could not read this file**: {str(e).split(': ', 1)[-1]}"
+        except Exception as e:  # a bug must not fail the other uploads batched with this one
+            return None, f"**Could not process this file** ({type(e).__name__})."
 
-    examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+    def classify(paths: list[str | None]) -> tuple[list, list, list]:
+        """Batched: one model call and one Grad-CAM pass over every readable X-ray in the batch.
+
+        Nothing raises: with `batch=True` an exception would fail every request in the batch,
+        so a bad file gets its message in its own row.
+        """
+        rows = [read_upload(path) for path in paths]
+        xrays = [xray for xray, _ in rows if xray is not None]
+        if xrays:
+            pixels = np.stack([x.pixels for x in xrays])
+            results = iter(zip(*predictor.predict_with_heatmaps(pixels)))
+        images, labels, decisions = [], [], []
+        for xray, message in rows:
+            if xray is None:
+                images.append(None), labels.append(None), decisions.append(message)
+                continue
+            prediction, cam = next(results)
+            images.append(overlay(xray.image, cam))
+            labels.append(prediction.probabilities)
+            decisions.append(
+                f"**{prediction.decision.capitalize()}**: P({positive}) = {prediction.probabilities[positive]:.3f}, "
+                f"threshold {predictor.threshold:.3f} (chosen for 95% sensitivity on validation X-rays)."
+            )
+        return images, labels, decisions
+
+    arch = predictor.config.get("architecture", "?")
     with gr.Blocks(title="Fracture Detector", analytics_enabled=False) as demo:
-        gr.Markdown(f"# Fracture Detector\n{NOTICE}\n\nModel: `{predictor.config['architecture']}` "
-                    f"from `{predictor.model_dir}`")
+        gr.Markdown(
+            f"# Fracture Detector\n{NOTICE}\n\n"
+            f"Model: `{arch}` - {source or predictor.model_dir}. {headline(predictor.model_dir)}"
+        )
         with gr.Row():
             with gr.Column():
-                # A file, not gr.Image: the upload reaches our decoder untouched, so an
-                # unreadable file gets our message instead of Gradio's generic error.
-                upload = gr.File(label="X-ray file", file_types=["image"], type="filepath")
+                # A file, not gr.Image: the upload reaches our decoder untouched (DICOM, 16-bit,
+                # broken files), so every file gets our handling and our message.
+                upload = gr.File(label="X-ray: PNG, JPEG, GIF, BMP, TIFF, 16-bit or DICOM (.dcm)",
+                                 file_types=FILE_TYPES, type="filepath")
                 button = gr.Button("Classify", variant="primary")
+                examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+                if examples:
+                    gr.Examples(examples, inputs=upload,
+                                label="Example X-rays (Kaggle, ODC-By 1.0; see examples/README.md)")
             with gr.Column():
-                shown = gr.Image(label="As the model reads it", type="pil", interactive=False)
-                label = gr.Label(num_top_classes=2, label="Probabilities")
-                decision = gr.Markdown()
-        button.click(classify, inputs=upload, outputs=[shown, label, decision], api_name="predict")
-        if examples:
-            gr.Examples(examples, inputs=upload, label="Example X-rays (Kaggle, ODC-By 1.0)")
+                label = gr.Label(num_top_classes=2, label="Calibrated probabilities", elem_id="probabilities")
+                decision = gr.Markdown(elem_id="decision")
+                heatmap = gr.Image(label="Grad-CAM: where the model sees evidence of a fracture", type="pil",
+                                   format="jpeg", interactive=False, elem_id="heatmap")
+        gr.Markdown("Heatmaps show what drove the score, not where a fracture is; they can point at "
+                    "labels, borders or implants. Images that do not look like X-rays are refused.")
+        button.click(classify, inputs=upload, outputs=[heatmap, label, decision], api_name="predict",
+                     batch=True, max_batch_size=MAX_BATCH, concurrency_limit=1)
+    demo.queue(max_size=512)
     return demo
+
+
+def start(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+    """Start serving `demo` in the background; if `share` cannot get a public link, say so in one sentence."""
+    # Gradio prints a multi-paragraph download recipe when the share tunnel fails; we say it in one line.
+    with contextlib.redirect_stdout(io.StringIO()):
+        demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
+                    prevent_thread_lock=True, quiet=True, show_error=True)
+    print(f"Serving the demo at {demo.local_url}", flush=True)
+    if share and demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    elif share:
+        print(f"Could not create a public share link (that needs the internet); the demo is still served "
+              f"at {demo.local_url}", flush=True)

@@ -1,28 +1,148 @@
-"""Command line: `fracture-detector push FOLDER ORG/NAME` (also `python -m fracture_detector`)."""
+"""Command line (`fracture-detector`, also `python -m fracture_detector`).
+
+    fracture-detector predict PATH... [--model M] [--json FILE] [--csv FILE] [--heatmaps DIR]
+    fracture-detector push FOLDER ORG/NAME [--private] [--revision BRANCH]
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
+from pathlib import Path
 
-from .hub import HubError, push
+import numpy as np
+from tqdm import tqdm
+
+from .decode import DICOM_SUFFIXES
+from .hub import HubError, push, resolve
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given; folders walked recursively for image and DICOM files (sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)  # a missing file is reported as a failed record
+    return files
+
+
+def heatmap_path(out_dir: Path, source: Path, taken: set[str]) -> Path:
+    """`<stem>_heatmap.png` in `out_dir`, numbered when two inputs share a stem."""
+    name, n = f"{source.stem}_heatmap.png", 1
+    while name in taken:
+        n += 1
+        name = f"{source.stem}_{n}_heatmap.png"
+    taken.add(name)
+    return out_dir / name
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify every input, write the table / JSON / CSV / heatmaps; 1 if any file failed."""
+    from .heatmap import overlay
+    from .predict import Predictor
+
+    try:
+        model_dir = resolve(args.model)
+    except HubError as e:
+        sys.exit(f"error: {e}")
+    predictor = Predictor(model_dir)
+    files = expand_inputs(args.paths)
+    if not files:
+        sys.exit("error: no image or DICOM files found in " + ", ".join(args.paths))
+    if args.heatmaps:
+        Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
+    records, pending, taken = [], [], set()
+
+    def write_heatmaps():
+        cams = predictor.heatmaps(np.stack([x.pixels for _, x in pending]))
+        for (record, x), cam in zip(pending, cams):
+            out = heatmap_path(Path(args.heatmaps), Path(record["path"]), taken)
+            overlay(x.image, cam).save(out)
+            record["heatmap"] = str(out)
+        pending.clear()
+
+    results = predictor.predict_files(files, args.batch_size, args.workers, check=not args.no_xray_check)
+    for source, xray, prediction, error in tqdm(results, total=len(files), unit="file", disable=args.quiet):
+        record = {"path": str(source), "probabilities": None, "decision": None, "error": error}
+        if prediction:
+            record.update(probabilities=prediction.probabilities, decision=prediction.decision)
+            if args.heatmaps:
+                pending.append((record, xray))
+                if len(pending) == args.batch_size:
+                    write_heatmaps()
+        records.append(record)
+    if pending:
+        write_heatmaps()
+
+    print_table(records, predictor.label_names[predictor.positive], predictor.threshold)
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    if args.csv:
+        write_csv(Path(args.csv), records, predictor.label_names)
+    failed = [r for r in records if r["error"]]
+    for r in failed:
+        print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
+    print(f"{len(records) - len(failed)} classified, {len(failed)} failed (model: {model_dir})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def print_table(records: list[dict], positive: str, threshold: float) -> None:
+    width = min(max([len(r["path"]) for r in records] + [4]), 70)
+    print(f"{'path':<{width}}  {'P(' + positive + ')':>14}  decision (threshold {threshold:.3f})")
+    for r in records:
+        path = r["path"] if len(r["path"]) <= width else "..." + r["path"][-width + 3 :]
+        if r["error"]:
+            print(f"{path:<{width}}  {'-':>14}  error: {r['error']}")
+        else:
+            print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}")
+
+
+def write_csv(out: Path, records: list[dict], label_names: list[str]) -> None:
+    columns = ["path", *(f"p_{name.replace(' ', '_')}" for name in label_names), "decision", "error", "heatmap"]
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in records:
+            probs = [f"{r['probabilities'][n]:.6f}" if r["probabilities"] else "" for n in label_names]
+            writer.writerow([r["path"], *probs, r["decision"] or "", r["error"] or "", r.get("heatmap", "")])
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="fracture-detector", description=__doc__)
+    p = argparse.ArgumentParser(prog="fracture-detector", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
+    pred = sub.add_parser("predict", help="classify X-ray files and folders (PNG, JPEG, ..., DICOM)")
+    pred.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (searched recursively)")
+    pred.add_argument("--model", help="hf-hub:ORG/NAME[@REV] or a model folder (default: the bundled model)")
+    pred.add_argument("--json", metavar="FILE", help="write one record per input as a JSON list")
+    pred.add_argument("--csv", metavar="FILE", help="write one row per input as CSV")
+    pred.add_argument("--heatmaps", metavar="DIR", help="write a Grad-CAM overlay per classified file")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    pred.add_argument("--no-xray-check", action="store_true", help="classify even images that do not look like X-rays")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+
     push_p = sub.add_parser("push", help="upload a saved model folder to a Hub (token from HF_TOKEN)")
     push_p.add_argument("folder")
     push_p.add_argument("repo_id", metavar="ORG/NAME")
     push_p.add_argument("--private", action="store_true")
     push_p.add_argument("--revision", help="branch to push to (created if missing)")
+
     args = p.parse_args(argv)
-    if args.command == "push":
-        try:
-            url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
-        except HubError as e:
-            sys.exit(f"error: {e}")
-        print(f"pushed {args.folder} to {url}")
+    if args.command == "predict":
+        sys.exit(run_predict(args))
+    try:
+        url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    except HubError as e:
+        sys.exit(f"error: {e}")
+    print(f"pushed {args.folder} to {url}")
 
 
 if __name__ == "__main__":

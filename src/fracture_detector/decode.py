@@ -1,12 +1,14 @@
-"""Robust decoding of X-ray image files into 8-bit grayscale PIL images.
+"""Robust decoding of X-ray image files (PNG, JPEG, GIF, BMP, TIFF, 16-bit, DICOM).
 
 Everything that reads pixels (training, evaluation, the app, the CLI) goes through
 `decode_image`, so every entry point handles the same odd files the same way.
+`open_image` keeps colour, for the check that an upload is an X-ray at all.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from PIL import Image, ImageOps
 DRAFT_SIZE = 1024
 # PIL raises DecompressionBombError past twice this many pixels; we keep its guard.
 Image.MAX_IMAGE_PIXELS = 120_000_000
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# pydicom logs every odd tag of a broken file; the DecodeError message is what users need.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 class DecodeError(ValueError):
@@ -29,9 +34,19 @@ def decode_image(source: str | Path | bytes) -> Image.Image:
 
     Handles EXIF orientation, palette and alpha PNGs (transparent areas become black,
     the X-ray background), 16-bit and float images (stretched to 8 bits), CMYK,
-    and animated GIFs (first frame). Raises `DecodeError` for anything unreadable.
+    animated GIFs (first frame) and DICOM. Raises `DecodeError` for anything unreadable.
     """
+    image = open_image(source)
+    return image if image.mode == "L" else image.convert("L")
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Like `decode_image`, but colour images stay "RGB" (everything else is "L")."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if source == b"" or not isinstance(source, bytes) and _is_empty(source):
+        raise DecodeError(f"{name}: empty file")
+    if is_dicom(source):
+        return _open_dicom(source, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -39,30 +54,86 @@ def decode_image(source: str | Path | bytes) -> Image.Image:
             with Image.open(fp) as im:
                 im.seek(0)
                 if im.format == "JPEG" and max(im.size) > 2 * DRAFT_SIZE:
-                    im.draft("L", (DRAFT_SIZE, DRAFT_SIZE))
+                    im.draft(im.mode, (DRAFT_SIZE, DRAFT_SIZE))
                 im.load()
-                return _to_gray(ImageOps.exif_transpose(im))
+                return _normalize_mode(ImageOps.exif_transpose(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DecodeError(f"{name}: image too large ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         if isinstance(e, FileNotFoundError):
             raise DecodeError(f"{name}: file not found") from None
+        if isinstance(e, IsADirectoryError):
+            raise DecodeError(f"{name}: is a folder, not a file") from None
         raise DecodeError(f"{name}: not a readable image ({e})") from None
 
 
-def _to_gray(im: Image.Image) -> Image.Image:
-    """Convert any PIL mode to "L", keeping X-ray contrast."""
+def is_dicom(source: str | Path | bytes) -> bool:
+    """True for a `.dcm`/`.dicom` file name or the DICOM preamble ("DICM" at byte 128)."""
+    if isinstance(source, bytes):
+        return source[128:132] == b"DICM"
+    if str(source).lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(source, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_empty(path: str | Path) -> bool:
+    try:
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _open_dicom(source: str | Path | bytes, name: str) -> Image.Image:
+    """A DICOM file -> "L" image: modality LUT (rescale), VOI LUT or window, MONOCHROME1 inverted."""
+    import pydicom  # imported here: only DICOM inputs need it
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else source
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every odd tag of a broken file
+            ds = pydicom.dcmread(fp, force=True)
+            arr = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            arr = arr[0]  # a multi-frame series: the first frame, as for animated GIFs
+        if photometric.startswith("MONOCHROME"):
+            arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
+        if arr.ndim == 3:  # colour DICOM (RGB/YBR after pixel_array's conversion)
+            return Image.fromarray(np.asarray(arr, dtype=np.uint8), "RGB").convert("L")
+    except FileNotFoundError:
+        raise DecodeError(f"{name}: file not found") from None
+    except Exception as e:  # pydicom raises many types for broken or unsupported files
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise DecodeError(f"{name}: not a readable DICOM image ({reason})") from None
+    gray = _stretch(np.asarray(arr, dtype=np.float32))
+    if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1; X-rays here have white bone
+        gray = 255 - gray
+    return Image.fromarray(gray, "L")
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    """Linearly map the array's own range to 0..255 (16-bit, float and windowed images)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return ((arr - lo) * scale).round().astype(np.uint8)
+
+
+def _normalize_mode(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> "L" (grayscale, 16-bit, float) or "RGB" (colour), keeping X-ray contrast."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return Image.fromarray(((arr - lo) * scale).round().astype(np.uint8), "L")
+        return Image.fromarray(_stretch(np.asarray(im, dtype=np.float32)), "L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         im = im.convert("RGBA")
         black = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(black, im)
-    if im.mode == "L":
-        return im.copy()
-    return im.convert("RGB").convert("L")
+    if im.mode in ("L", "1"):
+        return im.convert("L") if im.mode == "1" else im.copy()
+    return im.convert("RGB")

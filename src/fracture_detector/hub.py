@@ -105,12 +105,12 @@ def push(
     return info.commit_url
 
 
-def resolve(model: str | Path | None = None, revision: str | None = None) -> Path:
+def resolve(model: str | Path | None = None, revision: str | None = None, local_files_only: bool = False) -> Path:
     """A local folder holding the model: `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH`, a plain path,
     or None for the bundled default.
 
-    Hub models go through the Hugging Face cache, so they load offline (`HF_HUB_OFFLINE=1`)
-    once downloaded.
+    Hub models go through the Hugging Face cache, so they load offline (`HF_HUB_OFFLINE=1`,
+    or `local_files_only`) once downloaded.
     """
     spec = str(model or BUNDLED_MODEL)
     if spec.startswith("hf-hub:"):
@@ -120,7 +120,7 @@ def resolve(model: str | Path | None = None, revision: str | None = None) -> Pat
         folder = None
         for filename in REQUIRED_FILES:
             try:
-                path = hf_hub_download(repo_id, filename, revision=revision)
+                path = hf_hub_download(repo_id, filename, revision=revision, local_files_only=local_files_only)
             except Exception as e:
                 raise HubError(_explain(e, repo_id, revision, filename)) from None
             folder = Path(path).parent
@@ -128,6 +128,34 @@ def resolve(model: str | Path | None = None, revision: str | None = None) -> Pat
     path = Path(spec.removeprefix("local-dir:")).expanduser()
     check_model_folder(path)
     return path
+
+
+def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
+    """`resolve` for a server that must start: the folder and one line saying where it came from.
+
+    When the Hub cannot be reached, a Hub model comes from the local cache if it is there,
+    else the bundled model is served; the line says so. Other failures (no such repository,
+    a local folder that is not a model) raise `HubError`.
+    """
+    if not model:
+        return BUNDLED_MODEL, "the bundled model (models/default)"
+    spec = str(model)
+    if not spec.startswith("hf-hub:"):
+        return resolve(spec), f"local folder {spec}"
+    repo_id, _, revision = spec.removeprefix("hf-hub:").partition("@")
+    try:  # one light request tells "unreachable" apart from "no such model"
+        HfApi().model_info(repo_id, revision=revision or None, timeout=10)
+    except HfHubHTTPError as e:
+        raise HubError(_explain(e, repo_id, revision or None)) from None
+    except Exception:
+        unreachable = f"the Hub at {constants.ENDPOINT} is unreachable"
+        try:
+            folder = resolve(spec, local_files_only=True)
+        except HubError:
+            return BUNDLED_MODEL, f"the bundled model: {unreachable} and {spec} is not in the local cache"
+        return folder, f"{spec} (revision {folder.name[:12]}) from the local cache: {unreachable}"
+    folder = resolve(spec)
+    return folder, f"{spec} (revision {folder.name[:12]}) from {constants.ENDPOINT}"
 
 
 def load(model: str | Path | None = None, revision: str | None = None) -> Predictor:

@@ -85,20 +85,18 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     return model.eval(), read_config(model_dir)
 
 
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, pixels, batch_size: int = 128) -> torch.Tensor:
-    """Logits for uint8 pixel grids `(N, H, W)` (numpy or tensor), in eval mode, in batches.
-
-    Normalises with the model's own `pretrained_cfg` mean/std (this project's by default).
-    """
+def model_inputs(model: torch.nn.Module, pixels) -> torch.Tensor:
+    """uint8 pixel grids `(N, H, W)` -> the model's input, normalised with its own `pretrained_cfg` mean/std."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", MEAN)), tuple(cfg.get("std", STD))
+    return normalize(torch.as_tensor(pixels), mean, std).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, pixels, batch_size: int = 128) -> torch.Tensor:
+    """Logits for uint8 pixel grids `(N, H, W)` (numpy or tensor), in eval mode, in batches."""
     was_training = model.training
     model.eval()
-    pixels = torch.as_tensor(pixels)
-    out = [
-        model(normalize(chunk, mean, std).contiguous(memory_format=torch.channels_last)).float()
-        for chunk in pixels.split(batch_size)
-    ]
+    out = [model(model_inputs(model, chunk)).float() for chunk in torch.as_tensor(pixels).split(batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 2)

@@ -1,0 +1,94 @@
+"""`fracture-detector predict`: records, exit status, JSON/CSV, DICOM, heatmaps, same numbers as the API."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, make_xray
+from corpus import make_dicom, xray12
+from PIL import Image
+
+
+def predict_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fracture_detector", "predict", "--quiet", *args]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A folder with three X-rays (PNG, JPEG in a subfolder, DICOM), an unreadable file, a colour
+    photo, and a text file the folder walk must skip."""
+    folder = tmp_path_factory.mktemp("cli") / "in"
+    (folder / "sub").mkdir(parents=True)
+    make_xray(1, size=180, fractured=True).save(folder / "a.png")
+    make_xray(2, size=180).save(folder / "sub" / "b.jpg", quality=92)
+    make_dicom(folder / "c.dcm", xray12(3))
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    Image.new("RGB", (120, 90), (200, 40, 40)).save(folder / "red.png")
+    (folder / "notes.txt").write_text("not an input")
+    return folder
+
+
+def test_predict_folder_records_exit_status_json_csv_heatmaps(inputs, tmp_path):
+    out_json, out_csv, heatmaps = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "heat"
+    missing = tmp_path / "missing.png"
+    cmd = predict_cmd(str(inputs), str(missing), "--json", str(out_json), "--csv", str(out_csv),
+                      "--heatmaps", str(heatmaps))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # some files failed
+    records = {r["path"]: r for r in json.loads(out_json.read_text())}
+    expected = {str(inputs / n) for n in ("a.png", "broken.png", "c.dcm", "red.png", "sub/b.jpg")} | {str(missing)}
+    assert set(records) == expected  # notes.txt skipped; the missing file named
+    assert list(records)[-1] == str(missing)  # input order: the folder's files (sorted), then the next argument
+
+    good = [records[str(inputs / n)] for n in ("a.png", "sub/b.jpg", "c.dcm")]
+    for r in good:
+        assert set(r) == {"path", "probabilities", "decision", "error", "heatmap"}
+        assert r["error"] is None and set(r["probabilities"]) == {"fractured", "not fractured"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
+        assert r["decision"] in ("fracture suspected", "no fracture detected")
+        heat = Image.open(r["heatmap"])
+        assert heat.mode == "RGB" and max(heat.size) >= 160
+    assert len(list(heatmaps.iterdir())) == 3
+    failures = {
+        str(inputs / "broken.png"): "not a readable image",
+        str(inputs / "red.png"): "does not look like an X-ray",
+        str(missing): "file not found",
+    }
+    for path, reason in failures.items():
+        assert records[path]["probabilities"] is None and reason in records[path]["error"]
+        assert f"failed: {path}: " in proc.stderr
+    assert "3 classified, 3 failed" in proc.stderr
+    assert "fracture suspected" in proc.stdout or "no fracture detected" in proc.stdout  # the table
+
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ["path", "p_fractured", "p_not_fractured", "decision", "error", "heatmap"]
+    assert [row["path"] for row in rows] == list(records)
+    for row in rows:
+        record = records[row["path"]]
+        if record["probabilities"]:
+            assert abs(float(row["p_fractured"]) - record["probabilities"]["fractured"]) < 1e-6
+        else:
+            assert row["p_fractured"] == "" and row["error"] == record["error"]
+
+    # The package API gives the same probabilities for the same files.
+    from fracture_detector.predict import Predictor
+
+    predictor = Predictor()
+    for r in good:
+        api = predictor.predict(r["path"]).probabilities
+        assert all(abs(api[k] - r["probabilities"][k]) < 1e-5 for k in api)
+
+
+def test_predict_all_good_exits_zero_and_bad_model_is_one_line(inputs, tmp_path):
+    ok = subprocess.run(predict_cmd(str(inputs / "a.png"), str(inputs / "c.dcm")), capture_output=True, text=True,
+                        cwd=ROOT, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "2 classified, 0 failed" in ok.stderr
+
+    bad = subprocess.run(predict_cmd(str(inputs / "a.png"), "--model", str(tmp_path)), capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode != 0 and "not a saved model folder" in bad.stderr and "Traceback" not in bad.stderr
