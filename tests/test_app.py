@@ -110,8 +110,15 @@ def test_model_source_hub_then_cache_when_unreachable(hub_server, tmp_path):
     pushed = subprocess.run([sys.executable, "-m", "fracture_detector", "push", str(ROOT / "models" / "default"),
                              "team/demo-model"], env=env, capture_output=True, text=True, timeout=300)
     assert pushed.returncode == 0, pushed.stderr[-2000:]
-    code = ("import sys\nfrom fracture_detector.hub import HubError, resolve_for_serving\n"
-            "try:\n    print(resolve_for_serving(sys.argv[1])[1])\nexcept HubError as e:\n    print('HubError:', e)\n")
+    code = """
+import sys
+from fracture_detector.hub import HubError, resolve_for_serving
+try:
+    folder, line = resolve_for_serving(sys.argv[1])
+    print(line, (folder / "metrics.json").is_file())
+except HubError as e:
+    print("HubError:", e)
+"""
 
     def source(spec, **extra):
         proc = subprocess.run([sys.executable, "-c", code, spec], env={**env, **extra}, capture_output=True,
@@ -120,7 +127,7 @@ def test_model_source_hub_then_cache_when_unreachable(hub_server, tmp_path):
         return proc.stdout.strip()
 
     assert source("hf-hub:team/demo-model").startswith("hf-hub:team/demo-model (revision ")
-    assert f"from {hub_server.url}" in source("hf-hub:team/demo-model")
+    assert source("hf-hub:team/demo-model").endswith(f"from {hub_server.url} True")  # with its metrics
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"

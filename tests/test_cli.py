@@ -92,3 +92,7 @@ def test_predict_all_good_exits_zero_and_bad_model_is_one_line(inputs, tmp_path)
     bad = subprocess.run(predict_cmd(str(inputs / "a.png"), "--model", str(tmp_path)), capture_output=True,
                          text=True, cwd=ROOT, timeout=300)
     assert bad.returncode != 0 and "not a saved model folder" in bad.stderr and "Traceback" not in bad.stderr
+
+    nowhere = subprocess.run(predict_cmd(str(inputs), "--json", str(tmp_path / "no" / "r.json")), capture_output=True,
+                             text=True, cwd=ROOT, timeout=300)
+    assert nowhere.returncode != 0 and "its folder does not exist" in nowhere.stderr

@@ -47,6 +47,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from .heatmap import overlay
     from .predict import Predictor
 
+    for out in (args.json, args.csv):  # fail before the work, not after it
+        if out and not Path(out).resolve().parent.is_dir():
+            sys.exit(f"error: cannot write {out}: its folder does not exist")
     try:
         model_dir = resolve(args.model)
     except HubError as e:
@@ -69,7 +72,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     results = predictor.predict_files(files, args.batch_size, args.workers, check=not args.no_xray_check)
     for source, xray, prediction, error in tqdm(results, total=len(files), unit="file", disable=args.quiet):
-        record = {"path": str(source), "probabilities": None, "decision": None, "error": error}
+        record = {"path": str(source), "probabilities": None, "decision": None, "error": error, "heatmap": None}
         if prediction:
             record.update(probabilities=prediction.probabilities, decision=prediction.decision)
             if args.heatmaps:
@@ -110,7 +113,7 @@ def write_csv(out: Path, records: list[dict], label_names: list[str]) -> None:
         writer.writerow(columns)
         for r in records:
             probs = [f"{r['probabilities'][n]:.6f}" if r["probabilities"] else "" for n in label_names]
-            writer.writerow([r["path"], *probs, r["decision"] or "", r["error"] or "", r.get("heatmap", "")])
+            writer.writerow([r["path"], *probs, r["decision"] or "", r["error"] or "", r["heatmap"] or ""])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -148,13 +148,18 @@ def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
     except HfHubHTTPError as e:
         raise HubError(_explain(e, repo_id, revision or None)) from None
     except Exception:
-        unreachable = f"the Hub at {constants.ENDPOINT} is unreachable"
+        unreachable = ("offline mode is on (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE
+                       else f"the Hub at {constants.ENDPOINT} is unreachable")
         try:
             folder = resolve(spec, local_files_only=True)
         except HubError:
             return BUNDLED_MODEL, f"the bundled model: {unreachable} and {spec} is not in the local cache"
         return folder, f"{spec} (revision {folder.name[:12]}) from the local cache: {unreachable}"
     folder = resolve(spec)
+    try:  # the headline numbers the app shows, when the repository has them
+        hf_hub_download(repo_id, "metrics.json", revision=revision or None)
+    except Exception:
+        pass
     return folder, f"{spec} (revision {folder.name[:12]}) from {constants.ENDPOINT}"
 
 
