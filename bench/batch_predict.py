@@ -53,7 +53,7 @@ def naive(predictor: Predictor, files: list[Path]) -> float:
 def ours(predictor: Predictor, files: list[Path]) -> tuple[float, int]:
     """Seconds for `predict_files`, and how many files it classified."""
     t = time.perf_counter()
-    done = sum(prediction is not None for _, _, prediction, _ in predictor.predict_files(files))
+    done = sum(r.prediction is not None for r in predictor.predict_files(files))
     return time.perf_counter() - t, done
 
 

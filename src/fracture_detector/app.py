@@ -69,18 +69,19 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
         if xrays:
             pixels = np.stack([x.pixels for x in xrays])
             results = iter(zip(*predictor.predict_with_heatmaps(pixels)))
-        images, labels, decisions = [], [], []
+        outputs = []  # (heatmap, probabilities, decision text) per upload
         for xray, message in rows:
             if xray is None:
-                images.append(None), labels.append(None), decisions.append(message)
+                outputs.append((None, None, message))
                 continue
             prediction, cam = next(results)
-            images.append(overlay(xray.image, cam))
-            labels.append(prediction.probabilities)
-            decisions.append(
+            outputs.append((
+                overlay(xray.image, cam),
+                prediction.probabilities,
                 f"**{prediction.decision.capitalize()}**: P({positive}) = {prediction.probabilities[positive]:.3f}, "
-                f"threshold {predictor.threshold:.3f} (chosen for 95% sensitivity on validation X-rays)."
-            )
+                f"threshold {predictor.threshold:.3f} (chosen for 95% sensitivity on validation X-rays).",
+            ))
+        images, labels, decisions = (list(column) for column in zip(*outputs))
         return images, labels, decisions
 
     arch = predictor.config.get("architecture", "?")

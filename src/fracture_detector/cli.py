@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from .decode import DICOM_SUFFIXES
@@ -60,28 +59,18 @@ def run_predict(args: argparse.Namespace) -> int:
         sys.exit("error: no image or DICOM files found in " + ", ".join(args.paths))
     if args.heatmaps:
         Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
-    records, pending, taken = [], [], set()
-
-    def write_heatmaps():
-        cams = predictor.heatmaps(np.stack([x.pixels for _, x in pending]))
-        for (record, x), cam in zip(pending, cams):
-            out = heatmap_path(Path(args.heatmaps), Path(record["path"]), taken)
-            overlay(x.image, cam).save(out)
+    records, taken = [], set()
+    results = predictor.predict_files(files, args.batch_size, args.workers, check=not args.no_xray_check,
+                                      heatmaps=bool(args.heatmaps))
+    for r in tqdm(results, total=len(files), unit="file", disable=args.quiet):
+        record = {"path": str(r.source), "probabilities": None, "decision": None, "error": r.error, "heatmap": None}
+        if r.prediction:
+            record.update(probabilities=r.prediction.probabilities, decision=r.prediction.decision)
+        if r.heatmap is not None:
+            out = heatmap_path(Path(args.heatmaps), Path(r.source), taken)
+            overlay(r.xray.image, r.heatmap).save(out)
             record["heatmap"] = str(out)
-        pending.clear()
-
-    results = predictor.predict_files(files, args.batch_size, args.workers, check=not args.no_xray_check)
-    for source, xray, prediction, error in tqdm(results, total=len(files), unit="file", disable=args.quiet):
-        record = {"path": str(source), "probabilities": None, "decision": None, "error": error, "heatmap": None}
-        if prediction:
-            record.update(probabilities=prediction.probabilities, decision=prediction.decision)
-            if args.heatmaps:
-                pending.append((record, xray))
-                if len(pending) == args.batch_size:
-                    write_heatmaps()
         records.append(record)
-    if pending:
-        write_heatmaps()
 
     print_table(records, predictor.label_names[predictor.positive], predictor.threshold)
     if args.json:

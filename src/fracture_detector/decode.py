@@ -43,9 +43,7 @@ def decode_image(source: str | Path | bytes) -> Image.Image:
 def open_image(source: str | Path | bytes) -> Image.Image:
     """Like `decode_image`, but colour images stay "RGB" (everything else is "L")."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if source == b"" or not isinstance(source, bytes) and _is_empty(source):
-        raise DecodeError(f"{name}: empty file")
-    if is_dicom(source):
+    if name.lower().endswith(DICOM_SUFFIXES):
         return _open_dicom(source, name)
     try:
         with warnings.catch_warnings():
@@ -64,27 +62,24 @@ def open_image(source: str | Path | bytes) -> Image.Image:
             raise DecodeError(f"{name}: file not found") from None
         if isinstance(e, IsADirectoryError):
             raise DecodeError(f"{name}: is a folder, not a file") from None
+        # Only now look at the first bytes: the common case (PNG, JPEG) pays no extra read.
+        head = _head(source)
+        if not head:
+            raise DecodeError(f"{name}: empty file") from None
+        if head[128:132] == b"DICM":  # a DICOM file without the .dcm suffix
+            return _open_dicom(source, name)
         raise DecodeError(f"{name}: not a readable image ({e})") from None
 
 
-def is_dicom(source: str | Path | bytes) -> bool:
-    """True for a `.dcm`/`.dicom` file name or the DICOM preamble ("DICM" at byte 128)."""
+def _head(source: str | Path | bytes) -> bytes:
+    """The first 132 bytes (enough for the DICOM preamble), or b"" if unreadable."""
     if isinstance(source, bytes):
-        return source[128:132] == b"DICM"
-    if str(source).lower().endswith(DICOM_SUFFIXES):
-        return True
+        return source[:132]
     try:
         with open(source, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
+            return f.read(132)
     except OSError:
-        return False
-
-
-def _is_empty(path: str | Path) -> bool:
-    try:
-        return Path(path).stat().st_size == 0
-    except OSError:
-        return False
+        return b""
 
 
 def _open_dicom(source: str | Path | bytes, name: str) -> Image.Image:
@@ -109,6 +104,8 @@ def _open_dicom(source: str | Path | bytes, name: str) -> Image.Image:
     except FileNotFoundError:
         raise DecodeError(f"{name}: file not found") from None
     except Exception as e:  # pydicom raises many types for broken or unsupported files
+        if not _head(source):
+            raise DecodeError(f"{name}: empty file") from None
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DecodeError(f"{name}: not a readable DICOM image ({reason})") from None
     gray = _stretch(np.asarray(arr, dtype=np.float32))
@@ -134,6 +131,6 @@ def _normalize_mode(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
         black = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(black, im)
-    if im.mode in ("L", "1"):
-        return im.convert("L") if im.mode == "1" else im.copy()
-    return im.convert("RGB")
+    if im.mode == "L":
+        return im.copy()
+    return im.convert("L") if im.mode == "1" else im.convert("RGB")

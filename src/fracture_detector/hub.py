@@ -105,6 +105,12 @@ def push(
     return info.commit_url
 
 
+def _hub_spec(spec: str, revision: str | None = None) -> tuple[str, str | None]:
+    """`hf-hub:ORG/NAME[@REV]` -> (repo id, revision); a revision in the spec wins over `revision`."""
+    repo_id, _, in_spec = spec.removeprefix("hf-hub:").partition("@")
+    return repo_id, in_spec or revision
+
+
 def resolve(model: str | Path | None = None, revision: str | None = None, local_files_only: bool = False) -> Path:
     """A local folder holding the model: `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH`, a plain path,
     or None for the bundled default.
@@ -114,9 +120,7 @@ def resolve(model: str | Path | None = None, revision: str | None = None, local_
     """
     spec = str(model or BUNDLED_MODEL)
     if spec.startswith("hf-hub:"):
-        repo_id = spec.removeprefix("hf-hub:")
-        if "@" in repo_id:
-            repo_id, revision = repo_id.split("@", 1)
+        repo_id, revision = _hub_spec(spec, revision)
         folder = None
         for filename in REQUIRED_FILES:
             try:
@@ -142,11 +146,11 @@ def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
     spec = str(model)
     if not spec.startswith("hf-hub:"):
         return resolve(spec), f"local folder {spec}"
-    repo_id, _, revision = spec.removeprefix("hf-hub:").partition("@")
+    repo_id, revision = _hub_spec(spec)
     try:  # one light request tells "unreachable" apart from "no such model"
-        HfApi().model_info(repo_id, revision=revision or None, timeout=10)
+        HfApi().model_info(repo_id, revision=revision, timeout=10)
     except HfHubHTTPError as e:
-        raise HubError(_explain(e, repo_id, revision or None)) from None
+        raise HubError(_explain(e, repo_id, revision)) from None
     except Exception:
         unreachable = ("offline mode is on (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE
                        else f"the Hub at {constants.ENDPOINT} is unreachable")
@@ -157,7 +161,7 @@ def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
         return folder, f"{spec} (revision {folder.name[:12]}) from the local cache: {unreachable}"
     folder = resolve(spec)
     try:  # the headline numbers the app shows, when the repository has them
-        hf_hub_download(repo_id, "metrics.json", revision=revision or None)
+        hf_hub_download(repo_id, "metrics.json", revision=revision)
     except Exception:
         pass
     return folder, f"{spec} (revision {folder.name[:12]}) from {constants.ENDPOINT}"

@@ -53,6 +53,17 @@ class Xray:
     image: Image.Image
 
 
+@dataclass
+class FileResult:
+    """One input of `Predictor.predict_files`: its prediction (and heatmap), or why it failed."""
+
+    source: str | Path
+    xray: Xray | None = None
+    prediction: Prediction | None = None
+    heatmap: np.ndarray | None = None
+    error: str | None = None
+
+
 def read_xray(source: str | Path | bytes, image_size: int, check: bool = True) -> Xray:
     """Decode `source` for the model; raises `DecodeError` (or `NotAnXrayError` when `check`)."""
     image = open_image(source)
@@ -106,17 +117,15 @@ class Predictor:
         """
         return self.predict_pixels(read_xray(source, self.image_size, check).pixels[None])[0]
 
-    def heatmaps(self, pixels: np.ndarray) -> np.ndarray:
-        """Grad-CAM maps `(N, S, S)` in [0, 1] for the fractured class."""
-        return self.predict_with_heatmaps(pixels)[1]
-
     def predict_files(
-        self, sources: Sequence[str | Path], batch_size: int = 64, workers: int = 4, check: bool = True
-    ) -> Iterator[tuple[str | Path, Xray | None, Prediction | None, str | None]]:
-        """Classify many files in batches; yields `(source, xray, prediction, error)` in input order.
+        self, sources: Sequence[str | Path], batch_size: int = 64, workers: int = 4, check: bool = True,
+        heatmaps: bool = False,
+    ) -> Iterator[FileResult]:
+        """Classify many files in batches; yields one `FileResult` per source, in input order.
 
         Threads decode the next batch while the model runs on this one (PIL releases the
-        GIL while decoding). A file that fails gets `error` (why) and no prediction.
+        GIL while decoding). With `heatmaps`, the Grad-CAM maps come from the same forward
+        pass as the predictions. A file that fails gets `error` (why) and no prediction.
         """
 
         def load(source):
@@ -133,9 +142,15 @@ class Predictor:
                 if k + 1 < len(batches):
                     upcoming = pool.map(load, batches[k + 1])  # decoded while the model runs
                 good = [x.pixels for x in loaded if isinstance(x, Xray)]
-                predictions = iter(self.predict_pixels(np.stack(good)) if good else [])
+                predictions, cams = [], [None] * len(good)
+                if good and heatmaps:
+                    predictions, cams = self.predict_with_heatmaps(np.stack(good))
+                elif good:
+                    predictions = self.predict_pixels(np.stack(good))
+                results = iter(zip(predictions, cams))
                 for source, x in zip(batch, loaded):
                     if isinstance(x, Xray):
-                        yield source, x, next(predictions), None
+                        prediction, cam = next(results)
+                        yield FileResult(source, x, prediction, cam)
                     else:
-                        yield source, None, None, x
+                        yield FileResult(source, error=x)
