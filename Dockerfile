@@ -30,14 +30,10 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
 
 COPY pyproject.toml README.md app.py ./
 COPY src/ src/
-COPY models/default/ models/default/
-COPY examples/ examples/
 
-# Editable on purpose: the package finds its bundled model at
-# Path(predict.py).parents[2] / "models" / "default", i.e. /app/models/default only while the
-# code runs from /app/src. A regular install would move it into site-packages and break that
-# path for the `fracture-detector` CLI. (app.py puts /app/src first on sys.path itself.)
-RUN pip install --no-cache-dir --no-deps -e .
+# A regular install: the bundled model and the example X-rays are package data of
+# fracture_detector, found with importlib.resources wherever pip puts the package.
+RUN pip install --no-cache-dir --no-deps .
 
 USER app
 

@@ -12,7 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.app import build_demo, start  # noqa: E402
-from fracture_detector.hub import HubError, resolve_for_serving  # noqa: E402
+from fracture_detector.hub import HubError  # noqa: E402
+from fracture_detector.model import ModelError  # noqa: E402
+from fracture_detector.predict import resolve_for_serving  # noqa: E402
 
 
 def main() -> None:
@@ -25,10 +27,10 @@ def main() -> None:
     args = p.parse_args()
     try:
         model_dir, source = resolve_for_serving(args.model)
-    except HubError as e:
+        print(f"Model: {source}", flush=True)
+        demo = build_demo(model_dir, source)
+    except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
-    print(f"Model: {source}", flush=True)
-    demo = build_demo(model_dir, source)
     start(demo, args.host, args.port, args.share)
     demo.block_thread()  # serve until interrupted
 

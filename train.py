@@ -9,9 +9,9 @@ Everything happens in `fracture_detector.training`; this file only parses argume
 """
 
 import argparse
+import dataclasses
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from accelerate import PartialState
@@ -20,29 +20,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.data import DataError  # noqa: E402
 from fracture_detector.hub import HubError, push  # noqa: E402
-from fracture_detector.training import TrainConfig, evaluate_folder, train  # noqa: E402
+from fracture_detector.model import ModelError  # noqa: E402
+from fracture_detector.training import TrainConfig, TrainingError, evaluate_folder, train  # noqa: E402
+
+
+def add_config_options(parser: argparse.ArgumentParser, config=TrainConfig) -> None:
+    """One `--option` per field of the `config` dataclass, with its default, type and help from the field."""
+    for f in dataclasses.fields(config):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action="store_true", help=f.metadata.get("help"))
+            continue
+        required = f.default is dataclasses.MISSING
+        parser.add_argument(flag, type=str if required else type(f.default), required=required,
+                            default=None if required else f.default, choices=f.metadata.get("choices"),
+                            help=f.metadata.get("help"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name != "data"}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True,
-                   help="imagefolder directory ({train,val,test}/<label>/...) or a Hub dataset id")
-    p.add_argument("--output-dir", default=defaults["output_dir"])
-    p.add_argument("--arch", default=defaults["arch"], help="any timm model name")
-    p.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (needs the Hub)")
-    p.add_argument("--epochs", type=int, default=defaults["epochs"])
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="per process")
-    p.add_argument("--lr", type=float, default=defaults["lr"])
-    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
-    p.add_argument("--warmup-epochs", type=float, default=defaults["warmup_epochs"])
-    p.add_argument("--label-smoothing", type=float, default=defaults["label_smoothing"])
-    p.add_argument("--image-size", type=int, default=defaults["image_size"])
-    p.add_argument("--seed", type=int, default=defaults["seed"])
-    p.add_argument("--target-sensitivity", type=float, default=defaults["target_sensitivity"])
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=defaults["precision"])
-    p.add_argument("--bootstrap", type=int, default=defaults["bootstrap"], help="bootstrap resamples for intervals")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last epoch")
+    add_config_options(p)
     p.add_argument("--eval-only", metavar="MODEL_DIR", help="re-score a saved model on --data and exit")
     p.add_argument("--metrics-out", help="with --eval-only: also write the metrics as JSON here")
     p.add_argument("--push-to-hub", metavar="ORG/NAME", help="after training, upload the folder (token: HF_TOKEN)")
@@ -55,7 +52,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except (DataError, HubError) as e:
+    except (DataError, HubError, ModelError, TrainingError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -65,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
         if args.metrics_out:
             Path(args.metrics_out).write_text(json.dumps(result, indent=2))
         return
-    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     out_dir = train(TrainConfig(**options))
     if args.push_to_hub and PartialState().is_main_process:  # under `accelerate launch`, rank 0 pushes
         try:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, free_port, hub_client_env, stop
 from corpus import input_corpus
 
-gradio = pytest.importorskip("gradio")
+from fracture_detector.resources import BUNDLED_MODEL, EXAMPLES
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,14 @@ def call(client, path):
 def test_predict_gives_label_decision_and_heatmap(client):
     from PIL import Image
 
-    example = ROOT / "examples" / "fractured_2.jpg"
+    from fracture_detector.predict import Predictor
+
+    example = EXAMPLES / "fractured_2.jpg"
     heatmap, label, decision = call(client, example)
     assert {c["label"] for c in label["confidences"]} == {"fractured", "not fractured"}
     assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-4
-    assert "threshold 0.129" in decision
+    calibration = Predictor(BUNDLED_MODEL).calibration
+    assert f"threshold {calibration.threshold:.3f} (chosen for 95% sensitivity on validation X-rays)" in decision
     overlay = Image.open(heatmap)
     assert overlay.mode == "RGB" and overlay.size == Image.open(example).size  # the X-ray, coloured
 
@@ -52,19 +55,27 @@ def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_answering(cli
             assert heatmap and "threshold" in decision, kind
         else:
             assert heatmap is None and not (label or {}).get("confidences") and expected in decision, (kind, decision)
-            _, label, _ = call(client, ROOT / "examples" / "not_fractured_1.jpg")  # still answering
+            _, label, _ = call(client, EXAMPLES / "not_fractured_1.jpg")  # still answering
             assert label["label"] in ("fractured", "not fractured")
 
 
 def test_upload_size_limit(app_url, tmp_path):
-    """Uploads over the limit are refused by the server before they reach the model."""
+    """Uploads over the limit are refused by the server (HTTP 413) before they reach the model, and
+    gradio_client refuses to send them; a small upload on the same route is accepted."""
+    import httpx
     from gradio_client import Client, handle_file
 
     from fracture_detector.app import MAX_UPLOAD
 
+    limit = int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024
     big = tmp_path / "big.png"
-    big.write_bytes(b"\x89PNG" + b"\x00" * (int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024 + 10))
-    with pytest.raises(Exception, match="(?i)size|large|413"):
+    big.write_bytes(b"\x89PNG" + b"\x00" * (limit + 10))
+    upload = app_url.rstrip("/") + "/gradio_api/upload"
+    refused = httpx.post(upload, files={"files": ("big.png", big.read_bytes(), "image/png")}, timeout=120)
+    assert refused.status_code == 413 and f"maximum allowed size of {limit} bytes" in refused.text
+    small = httpx.post(upload, files={"files": ("small.png", b"\x89PNG" + b"\x00" * 100, "image/png")}, timeout=60)
+    assert small.status_code == 200
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {limit} bytes"):
         Client(app_url, verbose=False).predict(handle_file(str(big)), api_name="/predict")
 
 
@@ -107,12 +118,13 @@ def test_model_source_hub_then_cache_when_unreachable(hub_server, tmp_path):
     a repository that does not exist is an error, not a silent fallback."""
     home = tmp_path / "home"
     env = hub_client_env(hub_server, home, PYTHONPATH=str(ROOT / "src"))
-    pushed = subprocess.run([sys.executable, "-m", "fracture_detector", "push", str(ROOT / "models" / "default"),
+    pushed = subprocess.run([sys.executable, "-m", "fracture_detector", "push", str(BUNDLED_MODEL),
                              "team/demo-model"], env=env, capture_output=True, text=True, timeout=300)
     assert pushed.returncode == 0, pushed.stderr[-2000:]
     code = """
 import sys
-from fracture_detector.hub import HubError, resolve_for_serving
+from fracture_detector.hub import HubError
+from fracture_detector.predict import resolve_for_serving
 try:
     folder, line = resolve_for_serving(sys.argv[1])
     print(line, (folder / "metrics.json").is_file())

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from fracture_detector.resources import EXAMPLES
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
@@ -43,7 +45,7 @@ def test_upload_in_chromium_shows_label_and_heatmap(app_url):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(app_url)
             expect(page.get_by_text("Research demo, not a medical device")).to_be_visible(timeout=30_000)
-            page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "fractured_2.jpg"))
+            page.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "fractured_2.jpg"))
             page.get_by_role("button", name="Classify").click()
             expect(page.locator("#decision")).to_contain_text("threshold", timeout=60_000)
             expect(page.locator("#probabilities")).to_contain_text("not fractured")

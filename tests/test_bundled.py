@@ -1,17 +1,23 @@
-"""The committed default model: plain timm loads it, and it gets the committed examples right."""
+"""The committed default model: plain timm loads it, it gets the committed examples right, and its
+recorded metrics are what it scores today."""
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import SHARED_DATA
 
-MODEL = ROOT / "models" / "default"
-EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+from fracture_detector.resources import BUNDLED_MODEL as MODEL
+from fracture_detector.resources import example_xrays
+
+EXAMPLES = example_xrays()
 
 PLAIN_TIMM = r"""
 import json, sys
@@ -25,7 +31,7 @@ for path in sys.argv[2:]:
     x = transform(Image.open(path).convert("L")).unsqueeze(0)
     with torch.no_grad():
         p = torch.softmax(model(x) / cfg["temperature"], 1)[0]
-    out[path] = p[cfg["label_names"].index("fractured")].item()
+    out[path] = p[cfg["label_names"].index(cfg["positive_label"])].item()
 assert not any(m.startswith("fracture_detector") for m in sys.modules)
 print(json.dumps(out))
 """
@@ -33,6 +39,17 @@ print(json.dumps(out))
 
 def _expected(path) -> bool:
     return not path.name.startswith("not_fractured")
+
+
+@pytest.fixture(scope="module")
+def plain_timm(tmp_path_factory) -> dict[str, float]:
+    """P(positive) for each example, computed by plain timm in a process that never imports this package."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", PLAIN_TIMM, str(MODEL), *map(str, EXAMPLES)],
+                          capture_output=True, text=True, cwd=tmp_path_factory.mktemp("plain"), env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_bundled_folder_is_small_and_pickle_free():
@@ -46,27 +63,56 @@ def test_examples_exist_for_both_classes():
     assert any(_expected(p) for p in EXAMPLES) and any(not _expected(p) for p in EXAMPLES)
 
 
-def test_plain_timm_gets_the_examples_right(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", PLAIN_TIMM, str(MODEL), *map(str, EXAMPLES)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    prob = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_plain_timm_gets_the_examples_right(plain_timm):
     threshold = json.loads((MODEL / "config.json").read_text())["threshold"]
     for path in EXAMPLES:
-        assert (prob[str(path)] >= threshold) == _expected(path), (path.name, prob[str(path)])
+        assert (plain_timm[str(path)] >= threshold) == _expected(path), (path.name, plain_timm[str(path)])
 
 
-def test_predictor_matches_plain_timm_decisions():
+def test_predictor_matches_plain_timm(plain_timm):
+    """Our decoding and preprocessing give plain timm's probabilities, so the decisions agree too."""
     from fracture_detector.predict import Predictor
 
     predictor = Predictor(MODEL)
+    positive = predictor.calibration.positive_label
     for path in EXAMPLES:
-        assert predictor.predict(path).fractured == _expected(path), path.name
+        ours = predictor.predict(path)
+        assert abs(ours.probabilities[positive] - plain_timm[str(path)]) < 1e-5, path.name
+        assert ours.fractured == (plain_timm[str(path)] >= predictor.threshold) == _expected(path), path.name
 
 
-@pytest.mark.skipif(not MODEL.joinpath("metrics.json").exists(), reason="no bundled model")
 def test_bundled_metrics_are_the_ones_in_the_card():
     metrics = json.loads((MODEL / "metrics.json").read_text())
     card = (MODEL / "README.md").read_text()
     assert f"{metrics['results']['clean_test']['roc_auc']:.4f}" in card
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="real data not present at ../shared")
+def test_bundled_model_rescored_on_its_clean_test_split(tmp_path):
+    """Decode the clean test split recorded in the model's manifest with today's code, score it with
+    today's model code, and get `metrics.json`'s numbers back: nothing has drifted since training."""
+    from fracture_detector.evaluate import evaluate
+    from fracture_detector.model import predict_logits
+    from fracture_detector.predict import Predictor
+    from fracture_detector.preprocess import load_pixels
+
+    subprocess.run([sys.executable, str(SHARED_DATA / "unpack.py"), str(tmp_path / "fmr")], check=True,
+                   capture_output=True)
+    with gzip.open(MODEL / "split_manifest.csv.gz", "rt", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    first = {}  # the clean split holds each distinct content once
+    for r in rows:
+        first.setdefault(r["sha256"], r)
+    rows = list(first.values())
+    predictor = Predictor(MODEL)
+    size = predictor.image_size
+    pixels = np.stack([load_pixels(tmp_path / "fmr" / r["path"], size) for r in rows])
+    labels = np.array([predictor.label_names.index(r["label"]) for r in rows])
+    logits = predict_logits(predictor.model, pixels).numpy()
+    now = evaluate(logits, labels, predictor.label_names, predictor.calibration,
+                   groups=np.array([int(r["group"]) for r in rows]), bootstrap=0)
+    recorded = json.loads((MODEL / "metrics.json").read_text())["results"]["clean_test"]
+    assert now["images"] == recorded["images"] and now["groups"] == recorded["groups"]
+    for key in ("roc_auc", "accuracy_at_threshold", "accuracy_argmax", "sensitivity", "specificity"):
+        assert abs(now[key] - recorded[key]) < 1e-4, (key, now[key], recorded[key])

@@ -96,3 +96,24 @@ def test_predict_all_good_exits_zero_and_bad_model_is_one_line(inputs, tmp_path)
     nowhere = subprocess.run(predict_cmd(str(inputs), "--json", str(tmp_path / "no" / "r.json")), capture_output=True,
                              text=True, cwd=ROOT, timeout=300)
     assert nowhere.returncode != 0 and "its folder does not exist" in nowhere.stderr
+
+
+def test_model_without_calibration_is_refused_clearly(inputs, tmp_path):
+    """A model folder without temperature/threshold is refused with one sentence, not scored at 1.0 / 0.5."""
+    import shutil
+
+    from fracture_detector.calibration import CalibrationError
+    from fracture_detector.predict import Predictor
+    from fracture_detector.resources import BUNDLED_MODEL
+
+    folder = tmp_path / "uncalibrated"
+    shutil.copytree(BUNDLED_MODEL, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["threshold"], config["temperature"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CalibrationError, match="has no temperature, threshold"):
+        Predictor(folder)
+    proc = subprocess.run(predict_cmd(str(inputs / "a.png"), "--model", str(folder)), capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder}/config.json has no temperature")

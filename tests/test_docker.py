@@ -115,8 +115,9 @@ def is_ignored(path: str, patterns: list[str] | None = None) -> bool:
 
 def test_ignore_matcher_follows_docker_rules():
     """The matcher the other checks rely on, on the cases that matter for this repository."""
-    assert is_ignored("models/default/checkpoints/epoch1.pt", ["models/*/checkpoints"])
-    assert not is_ignored("models/default/model.safetensors", ["models/*/checkpoints"])
+    model = "src/fracture_detector/default_model"
+    assert is_ignored(f"{model}/checkpoints/epoch1.pt", [f"{model}/checkpoints"])
+    assert not is_ignored(f"{model}/model.safetensors", [f"{model}/checkpoints"])
     assert is_ignored("src/fracture_detector/__pycache__/app.cpython-311.pyc", ["**/__pycache__"])
     assert is_ignored("__pycache__/x.pyc", ["**/__pycache__"])
     assert not is_ignored("src/app.py", ["*.py"])  # `*` does not cross folders, as in Docker
@@ -137,14 +138,14 @@ def repo_files(source: str) -> list[str]:
 def test_copy_sources_exist_and_reach_the_build_context():
     """Every COPY source exists, and neither it nor any repository file under it is in .dockerignore."""
     sources = [s for srcs, _ in copies() for s in srcs]
-    assert {"requirements.txt", "app.py", "src/", "models/default/"} <= set(sources)
+    assert {"requirements.txt", "app.py", "src/"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not is_ignored(source), f"COPY {source}: excluded by .dockerignore"
         dropped = [f for f in repo_files(source) if is_ignored(f)]
         assert not dropped, f"COPY {source}: .dockerignore drops {dropped}"
-    # The model the image serves by default must be in it.
-    assert any(Path(s).as_posix().strip("/") == "models/default" for s in sources)
+    # The model the image serves by default is package data under src/, so it is in the image.
+    assert "src/fracture_detector/default_model/model.safetensors" in repo_files("src/")
 
 
 def test_dependencies_are_installed_before_the_source_is_copied():
@@ -155,6 +156,13 @@ def test_dependencies_are_installed_before_the_source_is_copied():
     kw, install = steps[first_copy + 1]  # the very next step, before any other COPY
     assert kw == "RUN" and "-r requirements.txt" in install
     assert "--index-url https://download.pytorch.org/whl/cpu" in install  # CPU-only torch, no CUDA libraries
+
+
+def test_package_is_installed_as_a_regular_wheel():
+    """The image installs the package itself, not in editable mode: the bundled model is package data."""
+    installs = [rest for kw, rest in dockerfile() if kw == "RUN" and "pip install" in rest and "-r " not in rest]
+    assert installs and all("-e" not in words(rest) for rest in installs), installs
+    assert any(words(rest)[-1] == "." for rest in installs), installs
 
 
 def test_image_settings():
@@ -277,7 +285,7 @@ def test_empty_model_id_means_the_bundled_model():
 
     (conftest.py puts the repository's src/ on sys.path.)
     """
-    from fracture_detector.hub import resolve_for_serving
-    from fracture_detector.predict import BUNDLED_MODEL
+    from fracture_detector.predict import resolve_for_serving
+    from fracture_detector.resources import BUNDLED_MODEL
 
     assert resolve_for_serving("")[0] == BUNDLED_MODEL

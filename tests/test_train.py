@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, make_xray, train_cmd
+from PIL import Image
 from safetensors.torch import load_file
 
 from fracture_detector.model import DEFAULT_ARCH
@@ -30,7 +32,8 @@ x = transform(Image.open(sys.argv[2]).convert("L")).unsqueeze(0)
 with torch.no_grad():
     logits = model(x)
 assert not any(m.startswith("fracture_detector") for m in sys.modules), "package was imported"
-print(json.dumps({"shape": list(x.shape), "logits": logits[0].tolist(), "labels": model.pretrained_cfg["label_names"]}))
+print(json.dumps({"shape": list(x.shape), "input": x[0].flatten().tolist(), "logits": logits[0].tolist(),
+                  "labels": model.pretrained_cfg["label_names"]}))
 """
 
 
@@ -58,11 +61,17 @@ def test_output_folder_is_timm_hub_format(trained):
     pre = cfg["pretrained_cfg"]
     assert pre["input_size"] == [1, 64, 64] and pre["mean"] == [0.24] and pre["crop_mode"] == "squash"
     assert 0 < cfg["temperature"] and 0 <= cfg["threshold"] <= 1
+    assert cfg["positive_label"] == "fractured" and cfg["target_sensitivity"] == 0.95
     metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["wall_seconds"] > 0
+    assert metrics["calibration"] == {k: cfg[k] for k in ("temperature", "threshold", "positive_label",
+                                                           "target_sensitivity")}
+    assert [set(h) for h in metrics["history"]] == [{"epoch", "train_loss_ema", "val_roc_auc",
+                                                     "val_accuracy_argmax", "seconds"}] * 2
     for split in ("clean_test", "validation", "shipped_test"):
         r = metrics["results"][split]
-        for key in ("accuracy", "roc_auc", "pr_auc", "roc_auc_ci95", "sensitivity", "specificity",
-                    "ece", "ece_uncalibrated", "confusion_matrix", "classification_report"):
+        for key in ("accuracy_at_threshold", "accuracy_argmax", "roc_auc", "pr_auc", "roc_auc_ci95", "sensitivity",
+                    "specificity", "ece", "ece_uncalibrated", "confusion_matrix", "classification_report"):
             assert key in r, (split, key)
     card = (trained / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: timm" in card and "model-index" in card
@@ -77,13 +86,16 @@ def test_plain_timm_loads_the_folder(trained, tiny_folder, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["shape"] == [1, 1, 64, 64] and out["labels"] == ["fractured", "not fractured"]
 
-    # Same logits as this package's own preprocessing of the same file.
-    from fracture_detector.model import load_model, predict_logits
+    # The same input tensor as this package's own decoding and preprocessing of the same file,
+    # and so the same logits.
+    from fracture_detector.model import load_model, model_inputs, predict_logits
     from fracture_detector.preprocess import load_pixels
 
     model, _ = load_model(trained)
-    ours = predict_logits(model, load_pixels(image, 64)[None])[0]
-    assert torch.allclose(ours, torch.tensor(out["logits"]), atol=0.05)
+    pixels = load_pixels(image, 64)[None]
+    ours = model_inputs(model, pixels).flatten()
+    assert torch.allclose(ours, torch.tensor(out["input"]), atol=1e-6, rtol=0)
+    assert torch.allclose(predict_logits(model, pixels)[0], torch.tensor(out["logits"]), atol=1e-4)
 
 
 def test_eval_only_rescores_a_folder(trained, tiny_folder, tmp_path):
@@ -164,3 +176,55 @@ def test_folder_without_fractured_class_is_refused(tmp_path):
     proc = _run([sys.executable, str(ROOT / "train.py"), "--data", str(tmp_path / "d"), "--output-dir",
                  str(tmp_path / "o")])
     assert proc.returncode != 0 and "'fractured'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def make_planted_folder(root: Path, per_split: dict[str, int], size: int = 32, seed: int = 0) -> Path:
+    """Noise images; every 'fractured' one has a bright disc somewhere near the centre: a signal any
+    working training loop finds in a few epochs, whatever the augmentation does to it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split, n in per_split.items():
+        for label in ("fractured", "not fractured"):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.normal(60, 25, (size, size))
+                if label == "fractured":
+                    cx, cy = rng.uniform(0.35 * size, 0.65 * size, 2)
+                    radius = rng.uniform(0.15, 0.25) * size
+                    img[(xx - cx) ** 2 + (yy - cy) ** 2 < radius**2] += 150
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_training_learns_a_planted_signal(tmp_path):
+    """The whole recipe (split, augmentation, schedule, best epoch, calibration) must learn an easy signal."""
+    data = make_planted_folder(tmp_path / "planted", {"train": 80, "val": 20, "test": 20})
+    out = tmp_path / "model"
+    proc = _run([sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out),
+                 "--image-size", "32", "--batch-size", "32", "--epochs", "5", "--lr", "3e-3",
+                 "--warmup-epochs", "0.5", "--bootstrap", "0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clean = json.loads((out / "metrics.json").read_text())["results"]["clean_test"]
+    assert clean["groups"] >= 30 and clean["roc_auc"] > 0.9, clean
+
+
+def test_card_of_a_folder_from_another_version_is_a_clear_error(trained, tmp_path):
+    """A folder whose metrics.json has another shape (here: an older key name) gives one ModelError, and a
+    push of it stops before talking to any Hub."""
+    import shutil
+
+    from fracture_detector.card import render_model_card
+    from fracture_detector.hub import push
+    from fracture_detector.model import ModelError
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    for result in metrics["results"].values():
+        result["accuracy"] = result.pop("accuracy_at_threshold")
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ModelError, match="cannot render its model card .*accuracy_at_threshold"):
+        render_model_card(old)
+    with pytest.raises(ModelError, match="cannot render its model card"):
+        push(old, "team/never-pushed")  # HF_ENDPOINT is not set up here: an attempt to talk would fail otherwise

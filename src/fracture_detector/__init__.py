@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 
 def load(model=None, revision=None):
     """Load a model as a `Predictor`: the bundled default, `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a path."""
-    from .hub import load as _load  # imported here: torch and timm load only when needed
+    from .predict import load as _load  # imported here: torch and timm load only when needed
 
     return _load(model, revision=revision)

@@ -17,9 +17,9 @@ import numpy as np
 
 from .decode import DecodeError
 from .heatmap import overlay
-from .predict import BUNDLED_MODEL, NotAnXrayError, Predictor, Xray, read_xray
+from .predict import NotAnXrayError, Predictor, Xray, read_xray
+from .resources import BUNDLED_MODEL, example_xrays
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAX_BATCH = 32
 MAX_UPLOAD = "20mb"
 FILE_TYPES = ["image", ".dcm", ".dicom", ".tif", ".tiff"]
@@ -52,9 +52,9 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
         try:
             return read_xray(path, predictor.image_size), None
         except NotAnXrayError as e:
-            return None, f"**This does not look like an X-ray** ({e.reason}), so no fracture probability is given."
+            return None, f"**This does not look like an X-ray** ({e.finding}), so no fracture probability is given."
         except DecodeError as e:
-            return None, f"**Could not read this file**: {str(e).split(': ', 1)[-1]}"
+            return None, f"**Could not read this file**: {e.reason}"
         except Exception as e:  # a bug must not fail the other uploads batched with this one
             return None, f"**Could not process this file** ({type(e).__name__})."
 
@@ -79,7 +79,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
                 overlay(xray.image, cam),
                 prediction.probabilities,
                 f"**{prediction.decision.capitalize()}**: P({positive}) = {prediction.probabilities[positive]:.3f}, "
-                f"threshold {predictor.threshold:.3f} (chosen for 95% sensitivity on validation X-rays).",
+                f"{predictor.calibration.describe_threshold()}.",
             ))
         images, labels, decisions = (list(column) for column in zip(*outputs))
         return images, labels, decisions
@@ -97,7 +97,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
                 upload = gr.File(label="X-ray: PNG, JPEG, GIF, BMP, TIFF, 16-bit or DICOM (.dcm)",
                                  file_types=FILE_TYPES, type="filepath")
                 button = gr.Button("Classify", variant="primary")
-                examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+                examples = [str(p) for p in example_xrays()]
                 if examples:
                     gr.Examples(examples, inputs=upload,
                                 label="Example X-rays (Kaggle, ODC-By 1.0; see examples/README.md)")

@@ -2,7 +2,8 @@
 
 Aimed at X-rays from sources we never see: other orientations, zoomed-out anatomy in
 wide black borders (collimation, scanned films), darker and flatter exposures, noise
-and blur. Works on a whole batch at once, so it costs little next to the model step.
+and blur. Works on a whole batch at once, so it costs little next to the model step
+(torchvision's transforms work one image at a time, which is what made the naive loop slow).
 """
 
 from __future__ import annotations

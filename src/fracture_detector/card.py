@@ -1,14 +1,15 @@
-"""Render the model card (`README.md` of a model folder) from the top-level `model_card.md` template."""
+"""Render the model card (`README.md` of a model folder) from the `model_card.md` template (package data)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+from .model import ModelError
+from .resources import CARD_TEMPLATE
+
 DATASET = "Fracture Multi-Region X-Ray Data"
 
 
@@ -31,12 +32,20 @@ def _eval_results(results: dict) -> list[EvalResult]:
 
 
 def write_model_card(
-    out_dir: Path, metrics: dict, report: dict, cfg, label_names: list[str], repo_id: str = "ORG/fracture-detector"
+    out_dir: Path, metrics: dict, report: dict, train_config: dict, label_names: list[str],
+    repo_id: str = "ORG/fracture-detector",
 ) -> ModelCard:
     """Fill the template with the run's real metrics and YAML metadata; writes `out_dir/README.md`.
 
-    `repo_id` is the Hub id shown in the usage snippet and used as the model-index name.
+    `train_config` is the run's `train_config.json` as a dict; `repo_id` is the Hub id shown
+    in the usage snippet and used as the model-index name.
     """
+    card = _render(metrics, report, train_config, label_names, repo_id)
+    card.save(Path(out_dir) / "README.md")
+    return card
+
+
+def _render(metrics: dict, report: dict, train_config: dict, label_names: list[str], repo_id: str) -> ModelCard:
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         model_name=model_name,
@@ -48,29 +57,40 @@ def write_model_card(
         datasets=[report["source"]] if report.get("source") else None,  # Hub dataset ids only
         eval_results=_eval_results(metrics["results"]),
     )
-    card = ModelCard.from_template(
+    return ModelCard.from_template(
         card_data,
-        template_path=str(TEMPLATE),
+        template_path=str(CARD_TEMPLATE),
         model_name=model_name,
         repo_id=repo_id,
         label_names=label_names,
         metrics=metrics,
         report=report,
-        config=asdict(cfg),
+        config=train_config,
         test=metrics["results"].get("clean_test", {}),
         shipped=metrics["results"].get("shipped_test", {}),
     )
-    card.save(Path(out_dir) / "README.md")
-    return card
+
+
+def render_model_card(model_dir: str | Path, repo_id: str = "ORG/fracture-detector") -> ModelCard:
+    """A saved model folder's card rendered for `repo_id` from its own JSON files (nothing is written).
+
+    Raises `ModelError` when the files are missing or were written by another version of
+    this package in a shape the template does not know.
+    """
+    model_dir = Path(model_dir)
+    try:
+        metrics, report, train_config, config = (
+            json.loads((model_dir / name).read_text())
+            for name in ("metrics.json", "data_report.json", "train_config.json", "config.json")
+        )
+        return _render(metrics, report, train_config, config["label_names"], repo_id)
+    except Exception as e:  # a missing file, a missing key, a value of another type: one clear message
+        raise ModelError(f"{model_dir}: cannot render its model card ({type(e).__name__}: {e}); its JSON files "
+                         f"were not written by this version of fracture-detector's train.py") from None
 
 
 def rewrite_model_card(model_dir: str | Path, repo_id: str = "ORG/fracture-detector") -> ModelCard:
-    """Re-render a saved model folder's card from its own JSON files (e.g. for another repo id)."""
-    from .training import TrainConfig
-
-    model_dir = Path(model_dir)
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    report = json.loads((model_dir / "data_report.json").read_text())
-    cfg = TrainConfig(**json.loads((model_dir / "train_config.json").read_text()))
-    label_names = json.loads((model_dir / "config.json").read_text())["label_names"]
-    return write_model_card(model_dir, metrics, report, cfg, label_names, repo_id=repo_id)
+    """Re-render a saved model folder's card for `repo_id` and write it to its `README.md`."""
+    card = render_model_card(model_dir, repo_id)
+    card.save(Path(model_dir) / "README.md")
+    return card

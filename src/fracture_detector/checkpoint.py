@@ -1,5 +1,7 @@
 """Resumable training checkpoints in safetensors + JSON (nothing is ever unpickled).
 
+Our own, because `accelerate`'s `save_state` pickles the optimizer and RNG state.
+
 Each epoch writes a fresh folder `epoch-NNNN/` and then atomically repoints the file
 `latest` at it, so a run killed at any moment resumes from the last complete epoch.
 """

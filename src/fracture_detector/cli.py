@@ -15,7 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .decode import DICOM_SUFFIXES
-from .hub import HubError, push, resolve
+from .hub import HubError, push
+from .model import ModelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 
@@ -44,16 +45,16 @@ def heatmap_path(out_dir: Path, source: Path, taken: set[str]) -> Path:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify every input, write the table / JSON / CSV / heatmaps; 1 if any file failed."""
     from .heatmap import overlay
-    from .predict import Predictor
+    from .predict import Predictor, resolve_model
 
     for out in (args.json, args.csv):  # fail before the work, not after it
         if out and not Path(out).resolve().parent.is_dir():
             sys.exit(f"error: cannot write {out}: its folder does not exist")
     try:
-        model_dir = resolve(args.model)
-    except HubError as e:
+        model_dir = resolve_model(args.model)
+        predictor = Predictor(model_dir)
+    except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
-    predictor = Predictor(model_dir)
     files = expand_inputs(args.paths)
     if not files:
         sys.exit("error: no image or DICOM files found in " + ", ".join(args.paths))
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_predict(args))
     try:
         url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
-    except HubError as e:
+    except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
     print(f"pushed {args.folder} to {url}")
 

@@ -23,10 +23,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import dedup
+from .calibration import POSITIVE_LABEL
 from .decode import DecodeError, decode_image
 from .preprocess import IMAGE_SIZE, to_pixels
 
-POSITIVE_LABEL = "fractured"
 SPLITS = ("train", "val", "test")
 # Gzipped: one row per input file (10,562 for the Kaggle data) must fit the 10 MB model folder.
 MANIFEST_NAME = "split_manifest.csv.gz"
@@ -143,7 +143,7 @@ def decode_records(
         try:
             image = decode_image(contents[h])
         except DecodeError as e:
-            return str(e)
+            return e.reason
         return to_pixels(image, image_size), to_pixels(image, dedup.GRID)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -153,7 +153,7 @@ def decode_records(
         if isinstance(out, str):
             for rec in records:
                 if rec.sha256 == h:
-                    problems.append(f"{rec.path}: {out.split(': ', 1)[-1]}, skipped")
+                    problems.append(f"{rec.path}: {out}, skipped")
             continue
         index_of[h] = len(pixels)
         pixels.append(out[0])
@@ -176,11 +176,10 @@ def decode_records(
     return images, problems
 
 
-def assign_groups(images: Images, threshold: float = dedup.THRESHOLD) -> list[tuple[int, int, float]]:
-    """Link near-copies of the distinct images into groups (sets `images.groups`); returns the pairs."""
+def assign_groups(images: Images, threshold: float = dedup.THRESHOLD) -> None:
+    """Link near-copies of the distinct images into groups (sets `images.groups`)."""
     pairs = dedup.near_copy_pairs(dedup.polar_signatures(images.thumbnails), threshold=threshold)
     images.groups = dedup.group_ids(len(images.pixels), pairs)
-    return pairs
 
 
 def split_groups(
@@ -190,7 +189,8 @@ def split_groups(
 
     Groups are visited in a seeded random order and each goes to the split furthest
     below its target share of that label's images, so sizes track the fractions even
-    though groups range from 1 to ~100 images.
+    though groups range from 1 to ~100 images. (scikit-learn's `StratifiedGroupKFold`
+    makes equal folds, not a 70/15/15 split, and balances groups, not images.)
     """
     rng = random.Random(seed)
     group_label: dict[int, int] = {}

@@ -26,7 +26,12 @@ logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 class DecodeError(ValueError):
-    """A file that cannot be read as an image; the message says why."""
+    """A file that cannot be read as an image: `name` is the file, `reason` says why."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 def decode_image(source: str | Path | bytes) -> Image.Image:
@@ -56,19 +61,19 @@ def open_image(source: str | Path | bytes) -> Image.Image:
                 im.load()
                 return _normalize_mode(ImageOps.exif_transpose(im))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DecodeError(f"{name}: image too large ({e})") from None
+        raise DecodeError(name, f"image too large ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         if isinstance(e, FileNotFoundError):
-            raise DecodeError(f"{name}: file not found") from None
+            raise DecodeError(name, "file not found") from None
         if isinstance(e, IsADirectoryError):
-            raise DecodeError(f"{name}: is a folder, not a file") from None
+            raise DecodeError(name, "is a folder, not a file") from None
         # Only now look at the first bytes: the common case (PNG, JPEG) pays no extra read.
         head = _head(source)
         if not head:
-            raise DecodeError(f"{name}: empty file") from None
+            raise DecodeError(name, "empty file") from None
         if head[128:132] == b"DICM":  # a DICOM file without the .dcm suffix
             return _open_dicom(source, name)
-        raise DecodeError(f"{name}: not a readable image ({e})") from None
+        raise DecodeError(name, f"not a readable image ({e})") from None
 
 
 def _head(source: str | Path | bytes) -> bytes:
@@ -102,12 +107,12 @@ def _open_dicom(source: str | Path | bytes, name: str) -> Image.Image:
         if arr.ndim == 3:  # colour DICOM (RGB/YBR after pixel_array's conversion)
             return Image.fromarray(np.asarray(arr, dtype=np.uint8), "RGB").convert("L")
     except FileNotFoundError:
-        raise DecodeError(f"{name}: file not found") from None
+        raise DecodeError(name, "file not found") from None
     except Exception as e:  # pydicom raises many types for broken or unsupported files
         if not _head(source):
-            raise DecodeError(f"{name}: empty file") from None
+            raise DecodeError(name, "empty file") from None
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise DecodeError(f"{name}: not a readable DICOM image ({reason})") from None
+        raise DecodeError(name, f"not a readable DICOM image ({reason})") from None
     gray = _stretch(np.asarray(arr, dtype=np.float32))
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1; X-rays here have white bone
         gray = 255 - gray

@@ -13,9 +13,9 @@ axis, a flip reverses it, and a centred zoom scales the radius:
 3. Verification: the best Pearson correlation over all rotations, both flips and the
    radial scales, computed exactly with FFTs; pairs at or above `threshold` are
    near-copies.
-4. `group_ids`: connected components of the copy graph (union-find).
+4. `group_ids`: connected components of the copy graph (scipy).
 
-The threshold was chosen on the real data (see `bench/dedup_report.py` and the README):
+The threshold was chosen on the real data (see `bench/dedup_real.py` and the README):
 file names there reveal which files derive from one X-ray.
 """
 
@@ -26,6 +26,8 @@ import hashlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 RINGS = 24
 ANGLES = 128
@@ -128,19 +130,11 @@ def near_copy_pairs(
 
 
 def group_ids(n: int, pairs) -> np.ndarray:
-    """Connected components of the graph with `n` nodes and edges `pairs` -> group id per node."""
-    parent = list(range(n))
+    """Connected components of the graph with `n` nodes and edges `pairs` -> group id per node.
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, *_ in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(n)]
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids
+    Ids are numbered by each component's smallest node, so they are stable for a given input.
+    """
+    edges = np.array([(a, b) for a, b, *_ in pairs], dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels

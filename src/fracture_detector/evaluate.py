@@ -1,6 +1,6 @@
 """Metrics for a binary fracture classifier, with honest uncertainty.
 
-Everything is computed on the probability of the positive class ("fractured").
+Everything is computed on the calibrated probability of the positive class (`Calibration`).
 Confidence intervals come from a cluster bootstrap over near-copy groups: copies of one
 X-ray are not independent evidence, so whole groups are resampled.
 """
@@ -20,11 +20,16 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from .calibration import Calibration
+
 TARGET_SENSITIVITY = 0.95
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (grid search)."""
+    """Temperature T minimising the negative log-likelihood of softmax(logits / T).
+
+    A grid search over one parameter: exact enough, and it cannot diverge on tiny validation sets.
+    """
     logits_t = torch.as_tensor(logits, dtype=torch.float64)
     labels_t = torch.as_tensor(labels)
     temps = torch.logspace(-1.3, 1.3, 261, dtype=torch.float64)
@@ -72,7 +77,10 @@ def _sens_spec(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tu
 def bootstrap_ci(
     metric, prob_pos: np.ndarray, is_pos: np.ndarray, groups: np.ndarray, n: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
-    """95% interval of `metric(is_pos, prob_pos)` under a bootstrap that resamples whole groups."""
+    """95% interval of `metric(is_pos, prob_pos)` under a bootstrap that resamples whole groups.
+
+    Our own: scikit-learn and scipy bootstrap single observations, not clusters of copies.
+    """
     rng = np.random.default_rng(seed)
     uniq, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
@@ -93,17 +101,21 @@ def evaluate(
     logits: np.ndarray,
     labels: np.ndarray,
     label_names: list[str],
-    positive: int,
-    temperature: float,
-    threshold: float,
+    calibration: Calibration,
     groups: np.ndarray | None = None,
     bootstrap: int = 1000,
 ) -> dict:
-    """All reported metrics for one evaluation set; `labels` index into `label_names`."""
-    prob = positive_probability(logits, positive, temperature)
+    """All reported metrics for one evaluation set; `labels` index into `label_names`.
+
+    `accuracy_at_threshold` scores the decision at the calibrated threshold; `accuracy_argmax`
+    the most probable class.
+    """
+    positive = calibration.positive_index(label_names)
+    threshold = calibration.threshold
+    prob = calibration.probabilities(logits)[:, positive]
     is_pos = labels == positive
     pred_pos = prob >= threshold
-    pred = np.where(pred_pos, positive, 1 - positive)
+    pred = np.where(pred_pos, positive, 1 - positive)  # binary: the other class
     groups = np.arange(len(labels)) if groups is None else groups
     both = bool(is_pos.any() and (~is_pos).any())
     sens, spec = _sens_spec(prob, is_pos, threshold)
@@ -111,7 +123,7 @@ def evaluate(
         "images": int(len(labels)),
         "groups": int(len(np.unique(groups))),
         "positives": int(is_pos.sum()),
-        "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
+        "accuracy_at_threshold": float((pred == labels).mean()) if len(labels) else float("nan"),
         "accuracy_argmax": float((np.asarray(logits).argmax(1) == labels).mean()) if len(labels) else float("nan"),
         "threshold": float(threshold),
         "sensitivity": sens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -11,9 +12,18 @@ from timm.models import save_for_hf
 
 from .preprocess import IMAGE_SIZE, MEAN, STD, data_config, normalize
 
-# Chosen by measurement on 2 CPU cores: best validation ROC-AUC per unit of training time,
-# single-image latency under 10 ms, weights under 10 MB (`bench/select_model.py`, README).
+if TYPE_CHECKING:
+    from .calibration import Calibration
+
+# Chosen by measurement on 2 CPU cores (`bench/select_model.py`, README "Choosing the model"):
+# validation ROC-AUC near the best candidate's, faster training, weights that fit the 10 MB bundle.
 DEFAULT_ARCH = "regnetx_002"
+# What a model folder needs to load: timm's config (with our calibration) and safetensors weights.
+REQUIRED_FILES = ("config.json", "model.safetensors")
+
+
+class ModelError(ValueError):
+    """A folder is not a usable model; the message says why."""
 
 
 def create_model(
@@ -46,23 +56,16 @@ def save_model(
     model: torch.nn.Module,
     out_dir: str | Path,
     label_names: list[str],
-    threshold: float,
-    temperature: float,
+    calibration: Calibration,
     image_size: int = IMAGE_SIZE,
-    extra: dict | None = None,
 ) -> None:
     """Write `config.json` + `model.safetensors` with timm's `save_for_hf`.
 
-    The decision threshold (on the calibrated probability of the positive class) and the
-    softmax temperature sit at the root of `config.json`, beside timm's own fields.
+    The calibration (temperature, threshold on the calibrated probability of the positive
+    class, positive label, target sensitivity) sits at the root of `config.json`, beside
+    timm's own fields.
     """
-    model_config = {
-        "label_names": list(label_names),
-        "positive_label": "fractured",
-        "threshold": float(threshold),
-        "temperature": float(temperature),
-        **(extra or {}),
-    }
+    model_config = {"label_names": list(label_names), **calibration.to_config()}
     # safetensors refuses strided tensors: channels_last conv weights must be packed first.
     model = model.to(memory_format=torch.contiguous_format)
     save_for_hf(
@@ -72,6 +75,13 @@ def save_model(
         data_config=data_config(image_size),
         safe_serialization=True,
     )
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Raise `ModelError` unless `folder` holds a saved model (config and safetensors weights)."""
+    missing = [name for name in REQUIRED_FILES if not (Path(folder) / name).is_file()]
+    if missing:
+        raise ModelError(f"{folder}: not a saved model folder (missing {', '.join(missing)})")
 
 
 def read_config(model_dir: str | Path) -> dict:

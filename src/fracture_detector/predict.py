@@ -1,7 +1,10 @@
-"""`Predictor`: a saved model with its preprocessing, labels, temperature and threshold.
+"""`Predictor`: a saved model with its preprocessing, labels and calibration; and which model to load.
 
 The app and the CLI both classify through it: one file (`predict`), pixel grids
 (`predict_pixels`), or many files with decoding in parallel threads (`predict_files`).
+`resolve_model` turns a model spec (the bundled default, `hf-hub:ORG/NAME[@REV]`,
+`local-dir:PATH` or a path) into a local folder; `resolve_for_serving` adds the policy of
+a server that must start even when the Hub does not answer.
 """
 
 from __future__ import annotations
@@ -15,22 +18,24 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import hub
+from .calibration import Calibration
 from .decode import DecodeError, open_image
 from .heatmap import gradcam
-from .model import load_model, predict_logits
+from .model import check_model_folder, load_model, predict_logits
 from .preprocess import to_pixels
+from .resources import BUNDLED_MODEL
 from .xray_check import not_an_xray_reason
 
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
 
 
 class NotAnXrayError(DecodeError):
-    """The file is an image, but it does not look like an X-ray; `reason` says why."""
+    """The file is an image, but it does not look like an X-ray; `finding` says what the check saw."""
 
     def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: this does not look like an X-ray ({reason})")
-        self.reason = reason
+        super().__init__(name, f"this does not look like an X-ray ({reason})")
+        self.finding = reason  # what the check saw, e.g. "it is a colour image"
 
 
 @dataclass
@@ -80,28 +85,34 @@ class Predictor:
     """Classify X-ray files or pixel grids exactly as training and evaluation did."""
 
     def __init__(self, model_dir: str | Path = BUNDLED_MODEL):
+        """Load a saved model folder; `ModelError` (or `CalibrationError`) if it is not a calibrated model."""
+        check_model_folder(model_dir)
         self.model, self.config = load_model(model_dir)
+        self.calibration = Calibration.from_config(self.config, f"{model_dir}/config.json")
         self.model.requires_grad_(False)  # inference only: Grad-CAM needs gradients of activations, not weights
-        # Inputs are channels_last (model_inputs); a matching model is ~25% faster on CPU (bench/app_speed.py).
+        # Inputs are channels_last (model_inputs); a model in the same layout runs faster on CPU.
         self.model.to(memory_format=torch.channels_last)
         self.model_dir = Path(model_dir)
         self.label_names: list[str] = list(self.config["label_names"])
-        self.positive = self.label_names.index(self.config.get("positive_label", "fractured"))
-        self.temperature = float(self.config.get("temperature", 1.0))
-        self.threshold = float(self.config.get("threshold", 0.5))
+        self.positive = self.calibration.positive_index(self.label_names)
         self.image_size = int(self.config["pretrained_cfg"]["input_size"][-1])
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """uint8 pixel grids `(N, S, S)` (from `preprocess.to_pixels`) -> one Prediction each."""
         return self._predictions(predict_logits(self.model, pixels))
 
+    @property
+    def threshold(self) -> float:
+        """The decision threshold on the calibrated probability of the positive class."""
+        return self.calibration.threshold
+
     def predict_with_heatmaps(self, pixels: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
-        """Predictions and Grad-CAM maps `(N, S, S)` in [0, 1] for the fractured class, in one forward pass."""
+        """Predictions and Grad-CAM maps `(N, S, S)` in [0, 1] for the positive class, in one forward pass."""
         logits, cams = gradcam(self.model, pixels, self.positive)
         return self._predictions(logits), cams
 
     def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
-        probs = torch.softmax(logits / self.temperature, dim=1).numpy()
+        probs = self.calibration.probabilities(logits)
         return [
             Prediction(
                 probabilities={name: float(p[i]) for i, name in enumerate(self.label_names)},
@@ -132,7 +143,7 @@ class Predictor:
             try:
                 return read_xray(source, self.image_size, check)
             except DecodeError as e:
-                return str(e).split(": ", 1)[-1]
+                return e.reason
 
         batches = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
         with ThreadPoolExecutor(workers) as pool:
@@ -154,3 +165,48 @@ class Predictor:
                         yield FileResult(source, x, prediction, cam)
                     else:
                         yield FileResult(source, error=x)
+
+
+def resolve_model(model: str | Path | None = None, revision: str | None = None,
+                  local_files_only: bool = False) -> Path:
+    """A local folder holding the model: `hf-hub:ORG/NAME[@REV]` (through the Hugging Face cache),
+    `local-dir:PATH`, a plain path, or None for the bundled default.
+
+    Raises `HubError` for a Hub model that cannot be had, `ModelError` for a folder that is not a model.
+    """
+    spec = str(model or BUNDLED_MODEL)
+    if spec.startswith("hf-hub:"):
+        repo_id, revision = hub.parse_spec(spec, revision)
+        return hub.download(repo_id, revision, local_files_only)
+    path = Path(spec.removeprefix("local-dir:")).expanduser()
+    check_model_folder(path)
+    return path
+
+
+def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
+    """`resolve_model` for a server that must start: the folder and one line saying where it came from.
+
+    When the Hub cannot be reached, a Hub model comes from the local cache if it is there,
+    else the bundled model is served; the line says so. Other failures (no such repository,
+    a local folder that is not a model) raise.
+    """
+    if not model:
+        return BUNDLED_MODEL, "the bundled model (fracture_detector/default_model)"
+    spec = str(model)
+    if not spec.startswith("hf-hub:"):
+        return resolve_model(spec), f"local folder {spec}"
+    repo_id, revision = hub.parse_spec(spec)
+    if not hub.answers(repo_id, revision):
+        unreachable = hub.unreachable_reason()
+        try:
+            folder = resolve_model(spec, local_files_only=True)
+        except hub.HubError:
+            return BUNDLED_MODEL, f"the bundled model: {unreachable} and {spec} is not in the local cache"
+        return folder, f"{spec} (revision {folder.name[:12]}) from the local cache: {unreachable}"
+    folder = resolve_model(spec)
+    return folder, f"{spec} (revision {folder.name[:12]}) from {hub.endpoint()}"
+
+
+def load(model: str | Path | None = None, revision: str | None = None) -> Predictor:
+    """A `Predictor` for `model` (see `resolve_model`), with its preprocessing, labels and calibration."""
+    return Predictor(resolve_model(model, revision))

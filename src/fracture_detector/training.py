@@ -1,7 +1,7 @@
 """Train, evaluate and export a fracture classifier: the library behind `train.py`.
 
 Reads like a recipe: prepare the data (decode once, de-duplicate, split by copy group),
-train with AdamW + warmup + cosine, keep the best epoch by validation ROC-AUC, calibrate
+train with AdamW + warmup + cosine (timm's scheduler), keep the best epoch by validation ROC-AUC, calibrate
 and pick the threshold on validation, score the clean test split beside the shipped one,
 and write everything in timm's Hub format. Runs as is on CPU or one GPU, and on several
 processes under `accelerate launch`.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
+from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 from . import data as data_lib
 from .augment import augment
+from .calibration import POSITIVE_LABEL, Calibration
 from .card import write_model_card
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
@@ -40,26 +42,36 @@ from .model import DEFAULT_ARCH, create_model, load_model, predict_logits, save_
 from .preprocess import IMAGE_SIZE, normalize
 
 
+class TrainingError(RuntimeError):
+    """A run cannot start or continue as asked; the message says why."""
+
+
+def _option(default, help: str, **extra):
+    """A `TrainConfig` field with its command-line help (`train.py` builds its options from these)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run (also written to `train_config.json`)."""
 
-    data: str
-    output_dir: str = "runs/fracture-detector"
-    arch: str = DEFAULT_ARCH
-    pretrained: bool = False
-    epochs: int = 14
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    image_size: int = IMAGE_SIZE
-    seed: int = 0
-    target_sensitivity: float = TARGET_SENSITIVITY
-    precision: str = "auto"  # auto | fp32 | bf16
-    resume: bool = False
-    bootstrap: int = 1000
+    data: str = field(metadata={"help": "imagefolder directory ({train,val,test}/<label>/...) or a Hub dataset id"})
+    output_dir: str = _option("runs/fracture-detector", "folder for the model, metrics and checkpoints")
+    arch: str = _option(DEFAULT_ARCH, "any timm model name")
+    pretrained: bool = _option(False, "start from ImageNet weights (needs the Hub)")
+    epochs: int = _option(14, "training epochs")
+    batch_size: int = _option(64, "images per step, per process")
+    lr: float = _option(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = _option(0.05, "AdamW weight decay")
+    warmup_epochs: float = _option(1.0, "linear warmup before the cosine decay")
+    label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
+    image_size: int = _option(IMAGE_SIZE, "square input size in pixels")
+    seed: int = _option(0, "seed of the split, the sampling and the augmentation")
+    target_sensitivity: float = _option(TARGET_SENSITIVITY, "the threshold is chosen for this validation sensitivity")
+    precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
+                             choices=("auto", "fp32", "bf16"))
+    resume: bool = _option(False, "continue the run in --output-dir from its last epoch")
+    bootstrap: int = _option(1000, "bootstrap resamples for the confidence intervals")
 
 
 def _mixed_precision(choice: str) -> str:
@@ -119,19 +131,13 @@ def _epoch_indices(groups: np.ndarray, n: int, seed: int, epoch: int) -> np.ndar
     """Indices for one epoch, drawn with weight 1/sqrt(group size).
 
     Some X-rays come with ~100 rotated copies; this keeps them from crowding out the
-    hundreds of X-rays that appear once, while still using every copy.
+    hundreds of X-rays that appear once, while still using every copy. A function of
+    (seed, epoch) rather than a `WeightedRandomSampler`, so a resumed run draws the same.
     """
     rng = np.random.default_rng([seed, epoch])
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     weights = 1.0 / np.sqrt(counts[inverse])
     return rng.choice(len(groups), size=n, replace=True, p=weights / weights.sum())
-
-
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _roc_auc(logits: torch.Tensor, labels: np.ndarray, positive: int) -> float:
@@ -157,7 +163,12 @@ def train_step(model, optimizer, acc: Accelerator, pixels: torch.Tensor, labels:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run the whole recipe; returns the output folder (a timm Hub-format model)."""
+    """Run the whole recipe; returns the output folder (a timm Hub-format model).
+
+    `metrics.json` records the run's wall time, data preparation and evaluation included
+    (for a resumed run, the time up to its last checkpoint plus the time after resuming).
+    """
+    wall_start = time.time()
     acc = Accelerator(mixed_precision=_mixed_precision(cfg.precision))
     log = acc.print
     out_dir = Path(cfg.output_dir)
@@ -165,7 +176,7 @@ def train(cfg: TrainConfig) -> Path:
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.resume and (ckpt_dir / "latest").exists():
-            raise SystemExit(
+            raise TrainingError(
                 f"{out_dir} already holds a run: pass --resume to continue it, or pick another --output-dir"
             )
     acc.wait_for_everyone()
@@ -173,7 +184,7 @@ def train(cfg: TrainConfig) -> Path:
 
     records, images, report = prepare_data(cfg, out_dir if acc.is_main_process else None, log)
     label_names = images.label_names
-    positive = label_names.index(data_lib.POSITIVE_LABEL)
+    positive = label_names.index(POSITIVE_LABEL)
     train_idx = np.flatnonzero(images.split == "train")
     val_idx = np.flatnonzero(images.split == "val")
     pixels = torch.from_numpy(images.pixels)
@@ -183,18 +194,20 @@ def train(cfg: TrainConfig) -> Path:
         model = create_model(cfg.arch, num_classes=len(label_names), pretrained=cfg.pretrained,
                              image_size=cfg.image_size)
     except Exception as e:  # unknown name, or --pretrained without a reachable Hub
-        raise SystemExit(f"cannot create model {cfg.arch!r} (pretrained={cfg.pretrained}): {e}") from None
+        raise TrainingError(f"cannot create model {cfg.arch!r} (pretrained={cfg.pretrained}): {e}") from None
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    state = {"best_auc": -1.0, "best_epoch": -1, "history": [], "split_digest": _split_digest(images)}
+    state = {"best_auc": -1.0, "best_epoch": -1, "history": [], "split_digest": _split_digest(images),
+             "wall_seconds": 0.0}
     start_epoch = 0
     if cfg.resume:
         loaded = load_checkpoint(ckpt_dir, model, optimizer)
         if loaded is not None:
             if loaded.get("split_digest") != state["split_digest"]:
-                raise SystemExit("--resume: the data or the split differs from the interrupted run's")
+                raise TrainingError("--resume: the data or the split differs from the interrupted run's")
             state, start_epoch = loaded, loaded["epoch"] + 1
+            wall_start = time.time() - loaded.get("wall_seconds", 0.0)
             log(f"resuming after epoch {loaded['epoch'] + 1} (best val ROC-AUC {state['best_auc']:.4f})")
         else:
             log("--resume: no checkpoint found, starting from scratch")
@@ -204,6 +217,10 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch = max(1, math.ceil(len(train_idx) / (cfg.batch_size * world)))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    # Stepped per update from the global step, so a resumed run gets the same rates.
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total_steps - warmup_steps), lr_min=0.0,
+                                  warmup_t=warmup_steps, warmup_lr_init=cfg.lr / max(1, warmup_steps),
+                                  warmup_prefix=True, t_in_epochs=False)
     if acc.is_main_process:
         write_json(out_dir / "train_config.json", asdict(cfg))
 
@@ -219,47 +236,47 @@ def train(cfg: TrainConfig) -> Path:
         torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank + 7)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not acc.is_local_main_process)
-        running = 0.0
+        loss_ema = 0.0  # exponential moving average of the step losses (factor 0.9): recent steps weigh most
         for i in bar:
-            step = epoch * steps_per_epoch + i
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, warmup_steps, cfg.lr)
+            scheduler.step_update(epoch * steps_per_epoch + i)
             idx = torch.from_numpy(mine[i * cfg.batch_size : (i + 1) * cfg.batch_size])
             loss = train_step(model, optimizer, acc, pixels[idx], labels[idx], g, cfg.label_smoothing)
-            running = 0.9 * running + 0.1 * loss if i else loss
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            loss_ema = 0.9 * loss_ema + 0.1 * loss if i else loss
+            bar.set_postfix(loss_ema=f"{loss_ema:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
         base = acc.unwrap_model(model)
         val_logits = predict_logits(base, images.pixels[val_idx]).cpu()
         val_auc = _roc_auc(val_logits, images.labels[val_idx], positive)
         val_acc = float((val_logits.argmax(1).numpy() == images.labels[val_idx]).mean())
-        state["history"].append({"epoch": epoch + 1, "loss": running, "val_roc_auc": val_auc,
-                                 "val_accuracy": val_acc, "seconds": round(time.time() - t0, 1)})
+        state["history"].append({"epoch": epoch + 1, "train_loss_ema": loss_ema, "val_roc_auc": val_auc,
+                                 "val_accuracy_argmax": val_acc, "seconds": round(time.time() - t0, 1)})
         improved = state["best_epoch"] < 0 or val_auc > state["best_auc"]  # NaN (one-class val) keeps epoch 1
         if improved:
             state["best_auc"], state["best_epoch"] = val_auc, epoch + 1
-        log(f"epoch {epoch + 1}: loss {running:.4f}  val ROC-AUC {val_auc:.4f}  val acc {val_acc:.3f}"
-            f"  ({time.time() - t0:.0f}s){'  *best*' if improved else ''}")
+        log(f"epoch {epoch + 1}: train loss (moving avg) {loss_ema:.4f}  val ROC-AUC {val_auc:.4f}  "
+            f"val acc {val_acc:.3f}  ({time.time() - t0:.0f}s){'  *best*' if improved else ''}")
         if acc.is_main_process:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             if improved:
                 save_weights(ckpt_dir / "best.safetensors", base)
+            state["wall_seconds"] = time.time() - wall_start
             save_checkpoint(ckpt_dir, epoch, base, optimizer, state)
         acc.wait_for_everyone()
 
     if acc.is_main_process:
         base = acc.unwrap_model(model)
         base.load_state_dict(load_file(ckpt_dir / "best.safetensors"))
-        finalize(base, cfg, records, images, report, state, out_dir, log)
+        finalize(base, cfg, records, images, report, state, out_dir, log, wall_start=wall_start)
     acc.wait_for_everyone()
     acc.end_training()
     return out_dir
 
 
-def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: Path, log=print) -> dict:
+def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: Path, log=print,
+             wall_start: float | None = None) -> dict:
     """Calibrate and threshold on validation, score test splits, and write the model folder."""
     label_names = images.label_names
-    positive = label_names.index(data_lib.POSITIVE_LABEL)
+    positive = label_names.index(POSITIVE_LABEL)
     logits = predict_logits(model.float(), images.pixels).cpu().numpy()
     val = images.split == "val"
     temperature = fit_temperature(logits[val], images.labels[val])
@@ -267,6 +284,7 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         positive_probability(logits[val], positive, temperature), images.labels[val] == positive,
         cfg.target_sensitivity,
     )
+    calibration = Calibration(temperature, threshold, POSITIVE_LABEL, cfg.target_sensitivity)
     shipped_test = np.array([r.index for r in records if r.shipped_split == "test" and r.index >= 0], dtype=int)
     sets = {
         "clean_test": np.flatnonzero(images.split == "test"),
@@ -277,25 +295,24 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     for name, idx in sets.items():
         if len(idx) == 0:
             continue
-        results[name] = evaluate(logits[idx], images.labels[idx], label_names, positive, temperature,
-                                 threshold, groups=images.groups[idx], bootstrap=cfg.bootstrap)
+        results[name] = evaluate(logits[idx], images.labels[idx], label_names, calibration,
+                                 groups=images.groups[idx], bootstrap=cfg.bootstrap)
         curves[name] = (images.labels[idx] == positive, positive_probability(logits[idx], positive, temperature))
     metrics = {
         "architecture": cfg.arch,
         "best_epoch": state["best_epoch"],
-        "temperature": temperature,
-        "threshold": threshold,
-        "target_sensitivity": cfg.target_sensitivity,
+        "calibration": calibration.to_config(),
         "results": results,
         "history": state["history"],
+        "wall_seconds": None if wall_start is None else round(time.time() - wall_start, 1),
     }
-    save_model(model, out_dir, label_names, threshold, temperature, cfg.image_size)
+    save_model(model, out_dir, label_names, calibration, cfg.image_size)
     write_json(out_dir / "metrics.json", metrics)
     save_plots(results, curves, label_names, out_dir)
-    write_model_card(out_dir, metrics, report, cfg, label_names)
+    write_model_card(out_dir, metrics, report, asdict(cfg), label_names)
     for name, r in results.items():
         log(_summary_line(name, r))
-    log(f"temperature {temperature:.3f}, threshold {threshold:.4f} (val sensitivity target {cfg.target_sensitivity})")
+    log(f"temperature {temperature:.3f}, {calibration.describe_threshold()}")
     log(f"model written to {out_dir}")
     return metrics
 
@@ -304,7 +321,7 @@ def _summary_line(name: str, r: dict) -> str:
     auc = f"ROC-AUC {r['roc_auc']:.4f}" if "roc_auc" in r else "ROC-AUC n/a"
     if "roc_auc_ci95" in r:
         auc += f" [{r['roc_auc_ci95'][0]:.3f}, {r['roc_auc_ci95'][1]:.3f}]"
-    return (f"{name}: {r['images']} images, accuracy {r['accuracy']:.4f}, {auc}, "
+    return (f"{name}: {r['images']} images, accuracy at the threshold {r['accuracy_at_threshold']:.4f}, {auc}, "
             f"sensitivity {r['sensitivity']:.3f}, specificity {r['specificity']:.3f}, "
             f"ECE {r['ece_uncalibrated']:.3f} -> {r['ece']:.3f}")
 
@@ -312,6 +329,7 @@ def _summary_line(name: str, r: dict) -> str:
 def evaluate_folder(model_dir: str, data: str, bootstrap: int = 1000, log=print) -> dict:
     """Re-score a saved model on every decodable image of an image folder (or Hub dataset)."""
     model, config = load_model(model_dir)
+    calibration = Calibration.from_config(config, f"{model_dir}/config.json")
     image_size = config["pretrained_cfg"]["input_size"][-1]
     records, sources, label_names = data_lib.load_records(data)
     if label_names != config["label_names"]:
@@ -320,15 +338,13 @@ def evaluate_folder(model_dir: str, data: str, bootstrap: int = 1000, log=print)
     for p in problems:
         log(f"warning: {p}")
     data_lib.assign_groups(images)
-    positive = label_names.index(config.get("positive_label", data_lib.POSITIVE_LABEL))
     logits = predict_logits(model, images.pixels).numpy()
     results = {}
     for split in sorted({r.shipped_split for r in records}) + ["all"]:
         chosen = {r.index for r in records if r.index >= 0 and split in (r.shipped_split, "all")}
         idx = np.array(sorted(chosen), dtype=int)
         if len(idx):
-            results[split] = evaluate(logits[idx], images.labels[idx], label_names, positive,
-                                      config["temperature"], config["threshold"],
+            results[split] = evaluate(logits[idx], images.labels[idx], label_names, calibration,
                                       groups=images.groups[idx], bootstrap=bootstrap)
             log(_summary_line(split, results[split]))
     return {"model": str(model_dir), "data": data, "results": results, "problems": problems}

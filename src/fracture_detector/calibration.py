@@ -1,0 +1,72 @@
+"""How a model's logits become a calibrated probability and a decision: one object, saved in `config.json`.
+
+Training fits the temperature and picks the threshold on validation X-rays; evaluation,
+the `Predictor`, the app and the CLI all read them back from here, so none of them
+assumes which class is positive or what the threshold was chosen for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .model import ModelError
+
+# The class a positive decision means. Training requires a folder of this name.
+POSITIVE_LABEL = "fractured"
+
+
+class CalibrationError(ModelError):
+    """A model's `config.json` lacks what turns its logits into a decision; the message says what."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Softmax temperature, decision threshold and what they apply to.
+
+    `threshold` is on the calibrated probability of `positive_label`; it was chosen on the
+    validation X-rays to reach `target_sensitivity` (None if unknown).
+    """
+
+    temperature: float
+    threshold: float
+    positive_label: str = POSITIVE_LABEL
+    target_sensitivity: float | None = None
+
+    @classmethod
+    def from_config(cls, config: dict, where: str = "config.json") -> Calibration:
+        """Read the calibration from a model's `config.json` dict; `CalibrationError` if it is not there."""
+        missing = [key for key in ("temperature", "threshold", "positive_label") if key not in config]
+        if missing:
+            raise CalibrationError(
+                f"{where} has no {', '.join(missing)}: this model was not calibrated by fracture-detector's "
+                f"train.py, so its scores cannot be turned into decisions"
+            )
+        if config["positive_label"] not in config.get("label_names", []):
+            raise CalibrationError(f"{where}: positive_label {config['positive_label']!r} is not one of its "
+                                   f"label_names {config.get('label_names')}")
+        target = config.get("target_sensitivity")
+        return cls(float(config["temperature"]), float(config["threshold"]), str(config["positive_label"]),
+                   None if target is None else float(target))
+
+    def to_config(self) -> dict:
+        """The fields written into `config.json`, beside timm's own."""
+        return asdict(self)
+
+    def positive_index(self, label_names: list[str]) -> int:
+        """Index of the positive class among the model's outputs."""
+        return list(label_names).index(self.positive_label)
+
+    def probabilities(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Calibrated softmax probabilities `(N, C)` of logits `(N, C)`."""
+        logits = torch.as_tensor(logits, dtype=torch.float64)
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
+
+    def describe_threshold(self) -> str:
+        """The threshold in words, e.g. 'threshold 0.129 (chosen for 95% sensitivity on validation X-rays)'."""
+        text = f"threshold {self.threshold:.3f}"
+        if self.target_sensitivity is not None:
+            text += f" (chosen for {self.target_sensitivity:.0%} sensitivity on validation X-rays)"
+        return text

@@ -1,0 +1,26 @@
+"""The README's numbers are the ones the code's own files hold (`scripts/readme_tables.py`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_readme_numbers_match_their_source_files():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_tables.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_generated_block_has_a_source():
+    """Each block names a source that exists: a block cannot silently stay empty."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_tables
+
+    names = [m.group("name") for m in readme_tables.BLOCK.finditer((ROOT / "README.md").read_text())]
+    assert {"bundled", "leak", "bench/select_model", "bench/train_throughput", "bench/batch_predict",
+            "bench/app_speed", "bench/xray_check", "bench/dedup_real"} <= set(names)
+    for name in names:
+        assert readme_tables.block(name).strip(), name
