@@ -1,107 +1,219 @@
 """Batch inference over a folder of X-rays: `Predictor.predict_files` (what `fracture-detector
-predict` runs) against a naive loop, in one run, plus the model's compute bound on this machine.
+predict` runs) against a tuned naive loop, plus the model's compute bound on this machine.
 
 - naive: one image at a time: PIL open + convert("L"), torchvision Resize/ToTensor/Normalize,
-  the model in fp32 eager mode at batch 1 (default memory layout), under `torch.no_grad`.
-- ours: decoding in threads while the model runs, batches of 64, channels_last, the X-ray check
-  on (as the CLI runs by default).
-- compute bound: the model's FLOPs per image (PyTorch's FlopCounterMode) against the FLOP/s
-  this machine reaches on a large fp32 matrix multiply.
-- `torch.compile`: the same `predict_files` with the model compiled, and the compile time. It is
-  not offered in the CLI because it was not faster end to end here (batch sizes vary, so it
-  recompiles); TorchScript (trace + freeze) was faster on the model alone once, but it is
-  deprecated in this PyTorch, so it was not kept either.
+  the bundled model in fp32 eager mode at batch 1 (default memory layout), under `torch.no_grad`.
+  Measured as a plain loop and with a batch-1 DataLoader decoding in 1 worker, each with 1 and
+  2 torch threads; the fastest setting (by median) is the baseline.
+- predict_files: decoding in threads while the model runs, batches of 64, channels_last, the
+  X-ray check on (as the CLI runs by default), 2 torch threads.
+- predict_files + torch.compile: the same with the model compiled (compile time measured once,
+  not counted); it is not offered in the CLI.
+- batched model: the model alone (`predict_logits`, batch 64) on already decoded pixels.
+- compute bound: the model's FLOPs per image (PyTorch's FlopCounterMode) against the FLOP/s this
+  machine reaches on a 2048 x 2048 fp32 matrix multiply, as images/s.
 
-    python bench/batch_predict.py [--data ../shared/datasets/fracture-multi-region] [--images 1000]
+Every side is warmed up once, then all run in alternating order for `--rounds` rounds;
+ratios are taken per round.
+
+    python bench/batch_predict.py --data /tmp/fmr [--images 500 --rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import numpy as np
+import torch
+from common import (
+    add_out_argument,
+    alternate,
+    command_line,
+    fmt_range,
+    fmt_ratio,
+    loadavg,
+    md_table,
+    met,
+    ratios,
+    summary,
+    timed,
+    write_results,
+)
+from PIL import Image
+from torchvision import transforms
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision import transforms  # noqa: E402
+from fracture_detector.model import load_model, model_inputs, predict_logits
+from fracture_detector.predict import Predictor, read_xray
+from fracture_detector.resources import BUNDLED_MODEL
 
-from fracture_detector.model import model_inputs  # noqa: E402
-from fracture_detector.predict import Predictor  # noqa: E402
+SUFFIXES = (".jpg", ".jpeg", ".png")
+NAIVE_SETTINGS = [("loop", 2), ("loop", 1), ("DataLoader, 1 worker", 2), ("DataLoader, 1 worker", 1)]
+THREADS = 2
+TARGET_RATIO = 5.0
+TARGET_BOUND = 0.40
 
 
-def naive(predictor: Predictor, files: list[Path]) -> float:
-    """Seconds for the one-image-at-a-time loop."""
-    cfg = predictor.model.pretrained_cfg
-    size = cfg["input_size"][-2:]
-    transform = transforms.Compose([transforms.Resize(size), transforms.ToTensor(),
+class NaiveFiles(torch.utils.data.Dataset):
+    """Files -> normalised (1, H, W) tensors with torchvision, one at a time."""
+
+    def __init__(self, files: list[Path], transform: Callable):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(Image.open(self.files[i]).convert("L"))
+
+
+def pick_files(data: str, n: int) -> list[Path]:
+    """`n` image files spread evenly over the sorted folder (all splits and labels)."""
+    files = sorted(f for f in Path(data).rglob("*") if f.suffix.lower() in SUFFIXES)
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def naive_side(files: list[Path], how: str, threads: int) -> Callable[[], float]:
+    """images/s of the one-image-at-a-time loop with its own fp32 contiguous copy of the model."""
+    model, _ = load_model(BUNDLED_MODEL)
+    cfg = model.pretrained_cfg
+    transform = transforms.Compose([transforms.Resize(cfg["input_size"][-2:]), transforms.ToTensor(),
                                     transforms.Normalize(cfg["mean"], cfg["std"])])
-    model = predictor.model.to(memory_format=torch.contiguous_format)
-    t = time.perf_counter()
-    with torch.no_grad():
-        for path in files:
-            x = transform(Image.open(path).convert("L"))[None]
-            torch.softmax(model(x), dim=1)
-    seconds = time.perf_counter() - t
-    predictor.model.to(memory_format=torch.channels_last)
-    return seconds
+    dataset = NaiveFiles(files, transform)
+
+    def measure() -> float:
+        torch.set_num_threads(threads)
+        t = time.perf_counter()
+        if how == "loop":
+            inputs = (dataset[i][None] for i in range(len(dataset)))
+        else:
+            inputs = iter(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1))
+        with torch.no_grad():
+            for x in inputs:
+                torch.softmax(model(x), dim=1)
+        return len(files) / (time.perf_counter() - t)
+
+    return measure
 
 
-def ours(predictor: Predictor, files: list[Path]) -> tuple[float, int]:
-    """Seconds for `predict_files`, and how many files it classified."""
-    t = time.perf_counter()
-    done = sum(r.prediction is not None for r in predictor.predict_files(files))
-    return time.perf_counter() - t, done
+def predict_files_side(predictor: Predictor, files: list[Path], classified: list[int]) -> Callable[[], float]:
+    """images/s of `predict_files` (CLI defaults); appends how many files it classified to `classified`."""
+
+    def measure() -> float:
+        torch.set_num_threads(THREADS)
+        t = time.perf_counter()
+        classified.append(sum(r.prediction is not None for r in predictor.predict_files(files)))
+        return len(files) / (time.perf_counter() - t)
+
+    return measure
 
 
-def compute_bound(predictor: Predictor) -> tuple[float, float]:
-    """(GFLOPs per image, images/s if the machine ran the model at its matmul FLOP/s)."""
+def batched_model_side(predictor: Predictor, files: list[Path], repeats: int = 4) -> Callable[[], float]:
+    """images/s of the model alone on 64 decoded images, `repeats` times per measurement."""
+    pixels = np.stack([read_xray(f, predictor.image_size, check=False).pixels for f in files[:64]])
+
+    def measure() -> float:
+        torch.set_num_threads(THREADS)
+        return repeats * len(pixels) / timed(lambda: [predict_logits(predictor.model, pixels, 64)
+                                                      for _ in range(repeats)])
+
+    return measure
+
+
+def model_flops(predictor: Predictor) -> float:
+    """FLOPs of one forward pass for one image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = model_inputs(predictor.model, torch.zeros(1, *predictor.model.pretrained_cfg["input_size"][-2:],
-                                                  dtype=torch.uint8))
+    size = predictor.model.pretrained_cfg["input_size"][-2:]
+    x = model_inputs(predictor.model, torch.zeros(1, *size, dtype=torch.uint8))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         predictor.model(x)
-    flops = counter.get_total_flops()
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    torch.mm(a, b)
-    t, n = time.perf_counter(), 10
-    for _ in range(n):
-        torch.mm(a, b)
-    peak = 2 * 2048**3 * n / (time.perf_counter() - t)
-    return flops / 1e9, peak / flops
+    return float(counter.get_total_flops())
+
+
+def bound_side(flops_per_image: float, n: int = 2048, repeats: int = 10) -> Callable[[], float]:
+    """images/s the model would reach at this machine's fp32 matmul FLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def measure() -> float:
+        torch.set_num_threads(THREADS)
+        seconds = timed(lambda: [torch.mm(a, b) for _ in range(repeats)])
+        return 2 * n**3 * repeats / seconds / flops_per_image
+
+    return measure
+
+
+def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace) -> tuple[dict, str]:
+    naive = {k: v for k, v in rates.items() if k.startswith("naive")}
+    best = max(naive, key=lambda k: summary(naive[k])["median"])
+    speedup = ratios(rates["predict_files"], naive[best])
+    compiled = ratios(rates["predict_files + torch.compile"], naive[best])
+    model_share = ratios(rates["batched model alone (batch 64)"], rates["compute bound"])
+    files_share = ratios(rates["predict_files"], rates["compute bound"])
+    pct = "{:.0%}"
+    labels = {best: f"{best} **(baseline: fastest naive)**",
+              "predict_files + torch.compile": f"predict_files + torch.compile ({extra['compile_seconds']:.1f} s "
+                                               "compile, not counted)",
+              "compute bound": f"compute bound ({extra['gflops_per_image']:.3f} GFLOPs/image at the fp32 "
+                               "matmul rate)"}
+    rows = [[labels.get(k, k), fmt_range(v)] for k, v in rates.items()]
+    ok_ratio = summary(speedup)["median"] >= TARGET_RATIO
+    ok_bound = summary(model_share)["median"] >= TARGET_BOUND
+    markdown = "\n".join([
+        f"`{command_line()}`: {len(extra['files'])} files spread over the data, bundled model, "
+        f"median of {args.rounds} alternating runs (min, max); predict_files classified "
+        f"{'-'.join(sorted({str(n) for n in extra['classified']}))} of them (the others were refused).",
+        "",
+        md_table(["setting", "images/s"], rows),
+        "",
+        md_table(["", "measured", "target", ""], [
+            ["predict_files / fastest naive", fmt_ratio(speedup), f">= {TARGET_RATIO:g}x", met(ok_ratio)],
+            ["batched model / compute bound", fmt_range(model_share, pct), f">= {TARGET_BOUND:.0%}", met(ok_bound)],
+            ["predict_files / compute bound", fmt_range(files_share, pct), "", ""],
+            ["predict_files + torch.compile / fastest naive", fmt_ratio(compiled), "", ""],
+        ]),
+    ])
+    results = {
+        **extra, "files": [str(f) for f in extra["files"]], "rounds": args.rounds, "threads": THREADS,
+        "images_per_second": {k: summary(v) for k, v in rates.items()}, "naive_baseline": best,
+        "ratio_predict_files_vs_naive": summary(speedup), "ratio_compiled_vs_naive": summary(compiled),
+        "batched_model_share_of_bound": summary(model_share), "predict_files_share_of_bound": summary(files_share),
+        "target_ratio": TARGET_RATIO, "target_ratio_met": ok_ratio,
+        "target_share_of_bound": TARGET_BOUND, "target_share_of_bound_met": ok_bound,
+    }
+    return results, markdown
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "fracture-multi-region"))
-    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--data", required=True, help="a folder of X-ray image files (walked recursively)")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3)
+    add_out_argument(p, __file__)
     args = p.parse_args()
-    files = sorted(Path(args.data).rglob("*.*"))
-    files = [f for f in files if f.suffix.lower() in (".jpg", ".jpeg", ".png")][: args.images]
-    print(f"{len(files)} files from {args.data}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    predictor = Predictor()
-
-    base = naive(predictor, files)
-    print(f"naive loop (PIL + torchvision, fp32 eager, batch 1): {len(files) / base:.1f} images/s")
-    seconds, done = ours(predictor, files)
-    print(f"predict_files (threads decode, batch 64, channels_last, X-ray check): {len(files) / seconds:.1f} "
-          f"images/s ({done} classified) -> {base / seconds:.2f}x the naive loop")
-    gflops, bound = compute_bound(predictor)
-    print(f"compute bound: {gflops:.3f} GFLOPs per image; at this machine's fp32 matmul rate the model "
-          f"alone could do {bound:.0f} images/s; predict_files reaches {len(files) / seconds / bound:.0%} of it")
-
-    predictor.model = torch.compile(predictor.model)  # measured, not offered: see the module docstring
-    t = time.perf_counter()
-    predictor.predict_pixels(torch.zeros(64, *predictor.model.pretrained_cfg["input_size"][-2:], dtype=torch.uint8))
-    compile_seconds = time.perf_counter() - t
-    compiled, _ = ours(predictor, files)
-    print(f"predict_files with torch.compile: {len(files) / compiled:.1f} images/s after {compile_seconds:.0f} s "
-          f"of compiling ({base / compiled:.2f}x the naive loop without the compile time, "
-          f"{base / (compiled + compile_seconds):.2f}x with it)")
+    before = loadavg()
+    torch.set_num_threads(THREADS)
+    files = pick_files(args.data, args.images)
+    for f in files:
+        f.read_bytes()  # into the page cache, for every side alike
+    predictor, compiled = Predictor(), Predictor()
+    compiled.model = torch.compile(compiled.model)
+    size = compiled.model.pretrained_cfg["input_size"][-2:]
+    compile_seconds = timed(lambda: compiled.predict_pixels(np.zeros((64, *size), dtype=np.uint8)))
+    flops = model_flops(predictor)
+    classified: list[int] = []
+    sides = {f"naive {how}, {t} torch threads": naive_side(files, how, t) for how, t in NAIVE_SETTINGS}
+    sides["predict_files"] = predict_files_side(predictor, files, classified)
+    sides["predict_files + torch.compile"] = predict_files_side(compiled, files, [])
+    sides["batched model alone (batch 64)"] = batched_model_side(predictor, files)
+    sides["compute bound"] = bound_side(flops)
+    rates = alternate(sides, args.rounds)
+    extra = {"files": files, "compile_seconds": compile_seconds, "gflops_per_image": flops / 1e9,
+             "classified": classified}
+    results, markdown = report(rates, extra, args)
+    write_results(args.out, results, markdown, before)
 
 
 if __name__ == "__main__":

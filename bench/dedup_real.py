@@ -1,6 +1,7 @@
 """Measure the near-copy detector on the real data: threshold sweep and planted copies.
 
-Two measurements, both printed as tables:
+Two measurements, both written as markdown tables (with the raw numbers) to `--out`
+(bench/results/dedup_real.json):
 
 1. Threshold sweep over all distinct images: number of groups, largest group, groups
    holding both labels (a false merge, since the dataset never gives one X-ray two
@@ -10,7 +11,7 @@ Two measurements, both printed as tables:
    re-cropped or JPEG-recompressed, and we count how often the copy's best
    rotation/flip/scale correlation with its original clears the threshold.
 
-    python bench/dedup_real.py --data /path/to/unpacked/fracture-multi-region
+    python bench/dedup_real.py --data /tmp/fmr
 """
 
 from __future__ import annotations
@@ -18,20 +19,19 @@ from __future__ import annotations
 import argparse
 import io
 import re
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import numpy as np
+from common import add_out_argument, command_line, loadavg, md_table, write_results
+from PIL import Image, ImageEnhance
 
-import numpy as np  # noqa: E402
-from PIL import Image, ImageEnhance  # noqa: E402
-
-from fracture_detector import data, dedup  # noqa: E402
-from fracture_detector.preprocess import to_pixels  # noqa: E402
+from fracture_detector import data, dedup
+from fracture_detector.preprocess import to_pixels
 
 
-def sweep(images, records, thresholds) -> None:
+def sweep(images: data.Images, records: list[data.Record], thresholds: list[float]) -> list[dict]:
+    """Groups at each threshold: count, largest, false merges (both labels), file-name families kept whole."""
     sig = dedup.polar_signatures(images.thumbnails)
     pairs = dedup.near_copy_pairs(sig, threshold=min(thresholds))
     family = defaultdict(set)  # (label, N) -> distinct image indices
@@ -39,17 +39,19 @@ def sweep(images, records, thresholds) -> None:
         m = re.match(r"^(\d+)-rotated", Path(r.path).name)
         if m and r.index >= 0:
             family[(r.label, m.group(1))].add(r.index)
-    print("| threshold | groups | largest | groups with both labels | name families kept whole |")
-    print("|---|---|---|---|---|")
+    rows = []
     for th in thresholds:
         groups = dedup.group_ids(len(images.thumbnails), [p for p in pairs if p[2] >= th])
         sizes = Counter(groups.tolist())
         mixed = sum(len(set(images.labels[groups == g].tolist())) > 1 for g in sizes)
         whole = sum(len({groups[i] for i in members}) == 1 for members in family.values())
-        print(f"| {th:.2f} | {len(sizes)} | {max(sizes.values())} | {mixed} | {whole}/{len(family)} |")
+        rows.append({"threshold": th, "groups": len(sizes), "largest": max(sizes.values()), "mixed_label_groups": mixed,
+                     "families_whole": whole, "families": len(family)})
+    return rows
 
 
-def planted(images, n: int = 300, seed: int = 0) -> None:
+def planted(images: data.Images, n: int = 300, seed: int = 0) -> list[dict]:
+    """Share of planted copies (per kind of edit) whose copy score clears the threshold, and the median score."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images.thumbnails), size=min(n, len(images.thumbnails)), replace=False)
 
@@ -78,25 +80,41 @@ def planted(images, n: int = 300, seed: int = 0) -> None:
         "centre crop 80%": lambda im, r: crop(im, 0.8),
     }
     size = dedup.GRID
-    print(f"\n| planted copy ({len(picks)} images) | found at threshold {dedup.THRESHOLD} | median score |")
-    print("|---|---|---|")
+    rows = []
     originals = images.thumbnails[picks]
     for name, fn in transforms.items():
         r = np.random.default_rng(seed + 1)
         copies = np.stack([to_pixels(fn(Image.fromarray(originals[i]), r), size) for i in range(len(picks))])
         sig = dedup.polar_signatures(np.concatenate([originals, copies]))
         score = dedup.copy_score(sig[: len(picks)], sig[len(picks):]).numpy()
-        print(f"| {name} | {(score >= dedup.THRESHOLD).mean():.1%} | {np.median(score):.3f} |")
+        rows.append({"copy": name, "images": len(picks), "found": float((score >= dedup.THRESHOLD).mean()),
+                     "median_score": float(np.median(score))})
+    return rows
+
+
+def markdown(sweep_rows: list[dict], planted_rows: list[dict]) -> str:
+    th = md_table(["threshold", "groups", "largest", "groups with both labels", "file-name families kept whole"],
+                  [[f"{r['threshold']:.2f}", r["groups"], r["largest"], r["mixed_label_groups"],
+                    f"{r['families_whole']}/{r['families']}"] for r in sweep_rows])
+    n = planted_rows[0]["images"] if planted_rows else 0
+    pl = md_table([f"planted copy ({n} images)", f"found at {dedup.THRESHOLD}", "median score"],
+                  [[r["copy"], f"{r['found']:.1%}", f"{r['median_score']:.3f}"] for r in planted_rows])
+    return f"`{command_line()}`:\n\n{th}\n\n{pl}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
+    add_out_argument(p, __file__)
     args = p.parse_args()
+    before = loadavg()
     records, sources, names = data.load_records(args.data)
     images, _ = data.decode_records(records, sources, names)
-    sweep(images, records, [0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    planted(images)
+    sweep_rows = sweep(images, records, [0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    planted_rows = planted(images)
+    results = {"distinct_images": len(images.thumbnails), "threshold": dedup.THRESHOLD, "sweep": sweep_rows,
+               "planted": planted_rows}
+    write_results(args.out, results, markdown(sweep_rows, planted_rows), before)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Measure the "is this an X-ray at all?" check (`fracture_detector.xray_check`) both ways.
 
-1. Real X-rays wrongly rejected: every distinct file of the fracture-multi-region data
-   (`blobs/`, 3,882 files) is decoded with `decode.open_image` and checked once. The
-   rejection rate is given per distinct file and per row of `manifest.csv` (10,562 rows,
-   the files as users' folders hold them), overall and per split, with the count by
+1. Real X-rays wrongly rejected: every distinct file (by SHA-256) of the fracture-multi-region
+   data (3,882 of 10,562 files) is decoded with `decode.open_image` and checked once. `--data`
+   is the unpacked image folder (`split/label/file`) or the raw copy (`blobs/` + `manifest.csv`).
+   The rejection rate is given per distinct file and per file as shipped (10,562, the files as
+   users' folders hold them), overall and per split, with the count by
    reason, the distribution of each statistic against its threshold, and every rejected
    file with its statistics so a person can look at it. The thresholds were chosen by
    looking at these same files, so this is an in-sample rate: there is no second X-ray
@@ -15,31 +16,28 @@
    charts), plus any `--extra DIR` of your own. Every let-through file is listed with its
    statistics.
 
-It ends with a markdown table: category | images | rejected | let through, and the X-ray
-false-rejection rates. `--out FILE` also writes all of it as JSON. About a minute on 2 cores.
+It ends with one markdown table (images | turned away | let through) for the README, written
+with every raw number to `--out` (bench/results/xray_check.json). About a minute on 2 cores.
 
-    python bench/xray_check.py [--data ../shared/datasets/fracture-multi-region] [--extra DIR] [--out FILE]
+    python bench/xray_check.py --data /tmp/fmr [--extra DIR] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
-import json
-import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import numpy as np
+from common import add_out_argument, command_line, loadavg, md_table, write_results
+from PIL import Image, ImageDraw, ImageFont
 
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from fracture_detector import xray_check  # noqa: E402
-from fracture_detector.decode import DecodeError, open_image  # noqa: E402
+from fracture_detector import xray_check
+from fracture_detector.decode import DecodeError, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"}
 THRESHOLDS = {  # statistic -> (rule, threshold)
@@ -74,12 +72,30 @@ def fmt(stats: dict) -> str:
     return " ".join(f"{k}={v:.3g}" for k, v in stats.items()) if stats else "-"
 
 
+def load_rows(data_dir: Path) -> tuple[list[dict], dict[str, Path]]:
+    """One row per file as shipped ({split, label, filename, blob}) and a path for each distinct blob.
+
+    The raw copy has them in `manifest.csv` and `blobs/`; in an unpacked image folder a blob is the
+    SHA-256 of the file's bytes.
+    """
+    if (data_dir / "manifest.csv").exists():
+        with open(data_dir / "manifest.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return rows, {r["blob"]: data_dir / "blobs" / r["blob"] for r in rows}
+    rows, paths = [], {}
+    for path in sorted(data_dir.glob("*/*/*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            blob = hashlib.sha256(path.read_bytes()).hexdigest()
+            rows.append({"split": path.parts[-3], "label": path.parts[-2], "filename": path.name, "blob": blob})
+            paths.setdefault(blob, path)
+    return rows, paths
+
+
 def real_xrays(data_dir: Path) -> dict:
-    """Check every distinct blob once; rejection rates per distinct file and per manifest row."""
-    with open(data_dir / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    blobs = sorted({r["blob"] for r in rows})
-    results = dict(zip(blobs, check_all([data_dir / "blobs" / b for b in blobs])))
+    """Check every distinct file once; rejection rates per distinct file and per file as shipped."""
+    rows, paths = load_rows(data_dir)
+    blobs = sorted(paths)
+    results = dict(zip(blobs, check_all([paths[b] for b in blobs])))
     rejected = {b for b, r in results.items() if r["reason"] not in (None, UNREADABLE)}
     unreadable = sorted(b for b, r in results.items() if r["reason"] == UNREADABLE)
     rows_of = defaultdict(list)
@@ -95,9 +111,9 @@ def real_xrays(data_dir: Path) -> dict:
     for split in sorted({r["split"] for r in rows}):
         splits[split] = rates([r for r in rows if r["split"] == split])
 
-    print(f"## Real X-rays ({data_dir}): {len(blobs)} distinct files, {len(rows)} manifest rows\n")
+    print(f"## Real X-rays ({data_dir}): {len(blobs)} distinct files, {len(rows)} files as shipped\n")
     print("In-sample: the thresholds were chosen by looking at these same files.\n")
-    print("| split | distinct files | rejected | rate | manifest rows | rejected | rate |")
+    print("| split | distinct files | rejected | rate | files as shipped | rejected | rate |")
     print("|---|---|---|---|---|---|---|")
     for name, s in splits.items():
         print(f"| {name} | {s['files']} | {s['files_rejected']} | {s['files_rejected'] / s['files']:.2%} "
@@ -118,14 +134,14 @@ def real_xrays(data_dir: Path) -> dict:
         beyond = int((v < th).sum() if rule == ">=" else (v > th).sum())
         print(f"| {k} | {rule} {th:g} | " + " | ".join(f"{x:.3g}" for x in np.percentile(v, qs)) + f" | {beyond} |")
 
-    print(f"\nRejected X-rays ({len(rejected)}), under {data_dir / 'blobs'}:")
+    print(f"\nRejected X-rays ({len(rejected)}):")
     listed = []
     for b in sorted(rejected):
         where = rows_of[b]
         names = sorted({f"{r['split']}/{r['label']}/{r['filename']}" for r in where})
-        print(f"- {b} [{results[b]['reason']}]\n    {fmt(results[b]['stats'])}\n"
+        print(f"- {paths[b]} [{results[b]['reason']}]\n    {fmt(results[b]['stats'])}\n"
               f"    {len(where)} rows, e.g. {names[0]}")
-        listed.append({"blob": b, **results[b], "rows": names})
+        listed.append({"blob": b, "path": str(paths[b]), **results[b], "rows": names})
     return {"splits": splits, "reasons": dict(reasons), "rejected": listed, "unreadable": unreadable,
             "percentiles": {k: dict(zip(map(str, qs), np.percentile(v, qs).tolist())) for k, v in stats.items()}}
 
@@ -293,28 +309,35 @@ def non_xrays(extra: list[str], seed: int) -> dict:
     return report
 
 
+def summary_table(xrays: dict, others: dict) -> str:
+    """The README table: real X-rays turned away (per distinct file and per file as shipped), then non-X-rays."""
+    rows = []
+    for name, s in xrays["splits"].items():
+        what = "real X-rays" if name == "all" else f"... of which the shipped {name} split"
+        rows.append([f"{what}: {s['files']} distinct files ({s['rows']} as shipped)",
+                     f"{s['files_rejected']} ({s['files_rejected'] / s['files']:.2%}) distinct; "
+                     f"{s['rows_rejected']} of {s['rows']} as shipped ({s['rows_rejected'] / s['rows']:.2%})",
+                     s["files"] - s["files_rejected"]])
+    for category, r in others.items():
+        rows.append([f"{category} ({r['images']})", r["images"] - r["let_through"], r["let_through"]])
+    return md_table(["images", "turned away", "let through"], rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT / ".." / "shared" / "datasets" / "fracture-multi-region"),
-                   help="folder with manifest.csv and blobs/ (default: %(default)s)")
+    p.add_argument("--data", required=True,
+                   help="the unpacked image folder (split/label/file), or a folder with manifest.csv and blobs/")
     p.add_argument("--extra", action="append", default=[], help="a folder of more non-X-ray images (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed for the synthetic images")
-    p.add_argument("--out", help="also write the results as JSON to this file")
+    add_out_argument(p, __file__)
     args = p.parse_args()
+    before = loadavg()
 
     xrays = real_xrays(Path(args.data).resolve())
     others = non_xrays(args.extra, args.seed)
-
-    print("## Summary\n\n| category | images | rejected | let through |\n|---|---|---|---|")
-    for category, r in others.items():
-        print(f"| {category} | {r['images']} | {r['images'] - r['let_through']} | {r['let_through']} |")
-    print("\n| real X-rays wrongly rejected (in-sample) | distinct files | manifest rows |\n|---|---|---|")
-    for name, s in xrays["splits"].items():
-        print(f"| {name} | {s['files_rejected']}/{s['files']} ({s['files_rejected'] / s['files']:.2%}) "
-              f"| {s['rows_rejected']}/{s['rows']} ({s['rows_rejected'] / s['rows']:.2%}) |")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"xrays": xrays, "non_xrays": others}, indent=1, default=str))
-        print(f"\nwrote {args.out}")
+    markdown = (f"`{command_line()}` (the X-ray rates are in-sample: the thresholds were chosen on these X-rays):"
+                f"\n\n{summary_table(xrays, others)}")
+    write_results(args.out, {"xrays": xrays, "non_xrays": others}, markdown, before)
 
 
 if __name__ == "__main__":
