@@ -38,7 +38,7 @@ def test_grayscale_model_from_offline_weights_folds_the_first_convolution():
     rgb = offline_imagenet_weights("tf_efficientnet_lite0")["conv_stem.weight"]
     model = create_model("tf_efficientnet_lite0", pretrained_offline=True)
     assert torch.allclose(model.conv_stem.weight, rgb.sum(dim=1, keepdim=True))  # as timm folds RGB to one channel
-    assert model.classifier.out_features == 2
+    assert model.classifier.out_features == 2 and not model.classifier.weight.any()  # a new head starts at zero
     assert "state_dict" not in model.pretrained_cfg and model.pretrained_cfg["input_size"] == (1, 224, 224)
 
 

@@ -79,6 +79,12 @@ def create_model(
         arch, pretrained=pretrained or pretrained_offline, pretrained_cfg_overlay=overlay,
         num_classes=num_classes, in_chans=1, drop_rate=drop_rate,
     )
+    if pretrained or pretrained_offline:
+        # A new head on ImageNet features starts at zero: timm's EfficientNet init scales with
+        # 1/sqrt(classes), which for 2 classes gives logits of +-20 and a first epoch spent unlearning them.
+        head = model.get_classifier()
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
     # Drop the source checkpoint's identity (tag, hub id, licence, the weights themselves): these are ours.
     source_keys = ("tag", "hf_hub_id", "url", "origin_url", "paper_ids", "license", "state_dict", "file")
     kept = {k: v for k, v in model.pretrained_cfg.items() if k not in source_keys}

@@ -78,6 +78,10 @@ class TrainConfig:
     resume: bool = _option(False, "continue the run in --output-dir from its last epoch")
     bootstrap: int = _option(1000, "bootstrap resamples for the confidence intervals")
 
+    def __post_init__(self):
+        if isinstance(self.data, str):  # one source given as a plain string
+            self.data = [self.data]
+
 
 def _mixed_precision(choice: str) -> str:
     """bf16 autocast only where the hardware runs it fast: CUDA with bf16, or a CPU with AMX.
