@@ -1,7 +1,8 @@
 """Train (or re-score) the fracture classifier.
 
-    python train.py --data ../shared/datasets/fracture-multi-region-unpacked --output-dir runs/fd
-    python train.py --eval-only runs/fd --data some/image/folder
+    python train.py --data path/to/imagefolder --output-dir runs/fd
+    python train.py --data kaggle=path/to/one other=path/to/two --output-dir runs/fd   # several sources
+    python train.py --eval-only runs/fd --data some/image/folder [more/folders ...]
     python train.py --data ... --output-dir runs/fd --push-to-hub ORG/NAME   # token from HF_TOKEN
     accelerate launch --num_processes 2 --cpu train.py --data ...   # several processes
 
@@ -29,12 +30,13 @@ def add_config_options(parser: argparse.ArgumentParser, config=TrainConfig) -> N
     for f in dataclasses.fields(config):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", help=f.metadata.get("help"))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata.get("help"))
             continue
         required = f.default is dataclasses.MISSING
         parser.add_argument(flag, type=str if required else type(f.default), required=required,
                             default=None if required else f.default, choices=f.metadata.get("choices"),
-                            help=f.metadata.get("help"))
+                            nargs=f.metadata.get("nargs"), help=f.metadata.get("help"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

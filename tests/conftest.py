@@ -67,9 +67,10 @@ def tiny_folder(tmp_path_factory) -> Path:
     return make_imagefolder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4, "test": 4})
 
 
-def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    """Command line for a fast CPU training run on tiny data."""
-    return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out),
+def train_cmd(data: Path | list[str], out: Path, *extra: str) -> list[str]:
+    """Command line for a fast CPU training run on tiny data (one folder, or several `NAME=FOLDER` sources)."""
+    sources = [str(data)] if isinstance(data, Path | str) else list(data)
+    return [sys.executable, str(ROOT / "train.py"), "--data", *sources, "--output-dir", str(out),
             "--image-size", "64", "--batch-size", "8", "--bootstrap", "20", *extra]
 
 

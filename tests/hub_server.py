@@ -2,12 +2,15 @@
 
 Run: `python tests/hub_server.py --port 0 --root DIR [--tokens a,b] [--lfs] [--max-bytes N]`. Once listening it
 prints one line `READY http://127.0.0.1:<port>` to stdout. It speaks enough of the Hub protocol for
-`huggingface_hub` (create_repo, upload_folder/create_commit, create_branch, model_info, list_repo_tree,
-hf_hub_download, snapshot_download, classic git-LFS uploads) and `timm.create_model("hf-hub:...")`.
+`huggingface_hub` (create_repo, upload_folder/create_commit, create_branch, model_info/dataset_info,
+list_repo_tree, get_paths_info, hf_hub_download, snapshot_download, HfFileSystem, classic git-LFS uploads),
+`timm.create_model("hf-hub:...")` and `datasets.load_dataset("org/name")` of a repo of data files.
 
-On disk under --root: `objects/<sha256>` holds file contents (also the LFS object store) and
-`repos/models/<org>/<name>.json` holds a repo: its branches and its commits, each a full snapshot
-`path -> {oid, size, lfs, blobId}`. Only model repos; no pull requests, tags or Xet.
+Model and dataset repos share every endpoint; a dataset's URLs carry `datasets` where a model's carry
+`models` (API) or nothing (`/{repo}/resolve/...`). On disk under --root: `objects/<sha256>` holds file
+contents (also the LFS object store) and `repos/{models,datasets}/<org>/<name>.json` holds a repo: its
+branches and its commits, each a full snapshot `path -> {oid, size, lfs, blobId}`. No spaces, pull
+requests, tags, Xet or dataset viewer (a dataset has no parquet conversion, as on the Hub before it runs).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 REPO = r"(?P<repo>[^/?]+/[^/?]+)"
+KIND = r"(?P<kind>models|datasets)"  # in /api/ URLs
+DATASET_PREFIX = r"(?:(?P<kind>datasets)/)?"  # before the repo id in file and git URLs; none for models
+KINDS = {"model": "models", "dataset": "datasets"}  # repo type -> plural used in URLs and on disk
 
 
 class HubError(Exception):
@@ -67,14 +73,15 @@ class Store:
         self.root = root
         self.lock = threading.RLock()
         (root / "objects").mkdir(parents=True, exist_ok=True)
-        (root / "repos" / "models").mkdir(parents=True, exist_ok=True)
+        for kind in KINDS.values():
+            (root / "repos" / kind).mkdir(parents=True, exist_ok=True)
 
-    def _repo_path(self, repo_id: str) -> Path:
-        """Where a repo's JSON lives; rejects names that are not plain `org/name`."""
+    def _repo_path(self, kind: str, repo_id: str) -> Path:
+        """Where a repo's JSON lives (`kind` is models or datasets); rejects names that are not plain `org/name`."""
         org, _, name = repo_id.partition("/")
-        if not (NAME_RE.match(org) and NAME_RE.match(name)) or name.endswith(".git"):
+        if kind not in KINDS.values() or not (NAME_RE.match(org) and NAME_RE.match(name)) or name.endswith(".git"):
             raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
-        return self.root / "repos" / "models" / org / f"{name}.json"
+        return self.root / "repos" / kind / org / f"{name}.json"
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         """Write a file through a temporary name so readers never see half of it."""
@@ -83,17 +90,17 @@ class Store:
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
-    def load(self, repo_id: str) -> dict:
+    def load(self, kind: str, repo_id: str) -> dict:
         """A repo's metadata, or RepoNotFound."""
-        path = self._repo_path(repo_id)
+        path = self._repo_path(kind, repo_id)
         with self.lock:
             if not path.exists():
                 raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
             return json.loads(path.read_text())
 
-    def save(self, repo_id: str, meta: dict) -> None:
+    def save(self, kind: str, repo_id: str, meta: dict) -> None:
         """Persist a repo's metadata."""
-        self._write_atomic(self._repo_path(repo_id), json.dumps(meta, indent=1).encode())
+        self._write_atomic(self._repo_path(kind, repo_id), json.dumps(meta, indent=1).encode())
 
     def put_object(self, data: bytes) -> str:
         """Store content by its sha256 and return the sha256."""
@@ -123,14 +130,14 @@ class Store:
         """Describe an already stored LFS object as a file of a commit snapshot."""
         return {"oid": oid, "size": size, "lfs": True, "blobId": git_blob_sha1(lfs_pointer(oid, size))}
 
-    def create(self, repo_id: str, private: bool) -> bool:
+    def create(self, kind: str, repo_id: str, private: bool) -> bool:
         """Create a repo with one initial commit holding `.gitattributes`; False if it exists already."""
         with self.lock:
-            if self._repo_path(repo_id).exists():
+            if self._repo_path(kind, repo_id).exists():
                 return False
             meta = {"private": private, "createdAt": now_iso(), "branches": {}, "commits": {}}
             self.add_commit(meta, "main", {".gitattributes": self.file_entry(GITATTRIBUTES, False)}, "initial commit")
-            self.save(repo_id, meta)
+            self.save(kind, repo_id, meta)
             return True
 
     @staticmethod
@@ -154,6 +161,19 @@ class Store:
         meta["branches"][branch] = sha
         return sha
 
+    @staticmethod
+    def last_commit(meta: dict, sha: str, path: str) -> str:
+        """The oldest commit, going back from `sha` along first parents, since which `path` (a file or a
+        folder) has not changed: the commit that last touched it."""
+        def state(commit: str):
+            files = meta["commits"][commit]["files"]
+            return files.get(path) or {p: e for p, e in files.items() if p.startswith(path + "/")}
+
+        current = state(sha)
+        while (parents := meta["commits"][sha]["parents"]) and state(parents[0]) == current:
+            sha = parents[0]
+        return sha
+
 
 class Handler(BaseHTTPRequestHandler):
     """One handler method per endpoint; `_dispatch` reads the body, checks the route and answers."""
@@ -166,15 +186,16 @@ class Handler(BaseHTTPRequestHandler):
     ROUTES = [
         ("POST", r"/api/repos/create", "create_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
-        ("POST", rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
-        ("POST", rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
-        ("POST", rf"/api/models/{REPO}/branch/(?P<branch>[^/]+)", "create_branch"),
-        ("GET", rf"/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?", "model_info"),
-        ("GET", rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+?))?/?", "tree"),
-        ("GET HEAD", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
-        ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
+        ("POST", rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
+        ("POST", rf"/api/{KIND}/{REPO}/branch/(?P<branch>[^/]+)", "create_branch"),
+        ("GET", rf"/api/{KIND}/{REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+        ("GET", rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+?))?/?", "tree"),
+        ("POST", rf"/api/{KIND}/{REPO}/paths-info/(?P<rev>[^/]+)", "paths_info"),
+        ("GET HEAD", rf"/{DATASET_PREFIX}{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("POST", rf"/{DATASET_PREFIX}{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
-        ("POST", rf"/{REPO}\.git/info/lfs/objects/verify", "lfs_verify"),
+        ("POST", rf"/{DATASET_PREFIX}{REPO}\.git/info/lfs/objects/verify", "lfs_verify"),
     ]
     COMPILED = [(methods.split(), re.compile(pattern + r"\Z"), name) for methods, pattern, name in ROUTES]
 
@@ -245,6 +266,8 @@ class Handler(BaseHTTPRequestHandler):
                 match = pattern.match(url.path)
                 if match and self.command in methods:
                     groups = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                    if "repo" in groups:
+                        groups["kind"] = groups.get("kind", "models")
                     return getattr(self, f"handle_{name}")(body=body, **groups)
             raise HubError(404, f"No such endpoint: {self.command} {url.path}")
         except HubError as err:
@@ -274,9 +297,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.token is None:
             raise HubError(401, "Authentication required: pass a valid token")
 
-    def _repo(self, repo_id: str) -> dict:
+    def _repo(self, kind: str, repo_id: str) -> dict:
         """A readable repo: private repos look missing without a valid token, like on the Hub."""
-        meta = self.server.store.load(repo_id)
+        meta = self.server.store.load(kind, repo_id)
         if meta["private"] and self.token is None:
             raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
         return meta
@@ -291,9 +314,33 @@ class Handler(BaseHTTPRequestHandler):
             raise HubError(400, "JSON body must be an object")
         return payload
 
-    def _commit_url(self, repo_id: str, sha: str) -> str:
-        """The web address of a commit."""
-        return f"{self.server.url}/{repo_id}/commit/{sha}"
+    def _web_url(self, kind: str, repo_id: str) -> str:
+        """The web address of a repo: `/{repo}` for a model, `/datasets/{repo}` for a dataset."""
+        return f"{self.server.url}/{'' if kind == 'models' else kind + '/'}{repo_id}"
+
+    def _flag(self, name: str, values: dict | None = None) -> bool:
+        """A boolean query (or form) parameter."""
+        return str((self.query if values is None else values).get(name, "")).lower() in ("1", "true")
+
+    def _describe(self, meta: dict, sha: str, path: str, expand: bool) -> dict | None:
+        """A tree / paths-info entry for the file or folder `path` at commit `sha`; None if neither."""
+        files = meta["commits"][sha]["files"]
+        entry = files.get(path)
+        if entry is not None:
+            item = {"type": "file", "oid": entry["blobId"], "size": entry["size"], "path": path}
+            if entry["lfs"]:
+                pointer_size = len(lfs_pointer(entry["oid"], entry["size"]))
+                item["lfs"] = {"oid": entry["oid"], "size": entry["size"], "pointerSize": pointer_size}
+        else:
+            inside = {p: e["blobId"] for p, e in sorted(files.items()) if p.startswith(path + "/")}
+            if not inside or not path:
+                return None
+            item = {"type": "directory", "oid": git_blob_sha1(json.dumps(inside).encode()), "size": 0, "path": path}
+        if expand:
+            last = Store.last_commit(meta, sha, path)
+            commit = meta["commits"][last]
+            item["lastCommit"] = {"id": last, "title": commit["message"].splitlines()[0], "date": commit["date"]}
+        return item
 
     # ------------------------------------------------------------------ endpoints
 
@@ -301,16 +348,17 @@ class Handler(BaseHTTPRequestHandler):
         """POST /api/repos/create: 200 with the url, or 409 (still with `url`) if the repo exists."""
         self._require_token()
         payload = self._body_json(body)
-        if payload.get("type", "model") not in (None, "model"):
-            raise HubError(400, "This test server only hosts model repos")
+        kind = KINDS.get(payload.get("type") or "model")
+        if kind is None:
+            raise HubError(400, "This test server only hosts model and dataset repos")
         name, org = payload.get("name") or "", payload.get("organization") or "user"
         repo_id = f"{org}/{name}"
         if not (NAME_RE.match(org) and NAME_RE.match(name)) or name.endswith(".git"):
             raise HubError(400, f"Invalid repo name: {repo_id!r}")
         private = payload.get("visibility") == "private" or payload.get("private") is True
-        url = f"{self.server.url}/{repo_id}"
-        if not self.server.store.create(repo_id, private):
-            return self._json({"error": "You already created this model repo", "url": url}, 409)
+        url = self._web_url(kind, repo_id)
+        if not self.server.store.create(kind, repo_id, private):
+            return self._json({"error": f"You already created this {kind[:-1]} repo", "url": url}, 409)
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
     def handle_validate_yaml(self, body: bytes):
@@ -318,12 +366,12 @@ class Handler(BaseHTTPRequestHandler):
         self._body_json(body)
         self._json({"errors": [], "warnings": []})
 
-    def handle_preupload(self, body: bytes, repo: str, rev: str):
-        """POST /api/models/{repo}/preupload/{rev}: upload mode per file, with the current oid if it exists."""
+    def handle_preupload(self, body: bytes, kind: str, repo: str, rev: str):
+        """POST /api/{kind}/{repo}/preupload/{rev}: upload mode per file, with the current oid if it exists."""
         self._require_token()
         if self.query.get("create_pr"):
             raise HubError(400, "Pull requests are not supported by this test server")
-        meta = self._repo(repo)
+        meta = self._repo(kind, repo)
         files = meta["commits"][self.server.store.resolve(meta, rev)]["files"]
         answer = []
         for item in self._body_json(body).get("files", []):
@@ -333,14 +381,14 @@ class Handler(BaseHTTPRequestHandler):
             answer.append({"path": item["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._json({"files": answer, "commitOid": meta["branches"].get(rev, rev)})
 
-    def handle_commit(self, body: bytes, repo: str, rev: str):
-        """POST /api/models/{repo}/commit/{rev}: apply NDJSON operations as a new commit on branch `rev`."""
+    def handle_commit(self, body: bytes, kind: str, repo: str, rev: str):
+        """POST /api/{kind}/{repo}/commit/{rev}: apply NDJSON operations as a new commit on branch `rev`."""
         self._require_token()
         if self.query.get("create_pr"):
             raise HubError(400, "Pull requests are not supported by this test server")
         store = self.server.store
         with store.lock:
-            meta = self._repo(repo)
+            meta = self._repo(kind, repo)
             if rev not in meta["branches"]:
                 raise HubError(404, f"Branch {rev} not found; create it first", "RevisionNotFound")
             files = dict(meta["commits"][meta["branches"][rev]]["files"])
@@ -353,8 +401,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise HubError(412, f"Parent commit {parent} is not the head of {rev}")
             message = header.get("summary") or "Commit"
             sha = store.add_commit(meta, rev, files, message)
-            store.save(repo, meta)
-        self._json({"success": True, "commitUrl": self._commit_url(repo, sha), "commitOid": sha,
+            store.save(kind, repo, meta)
+        self._json({"success": True, "commitUrl": f"{self._web_url(kind, repo)}/commit/{sha}", "commitOid": sha,
                     "commitMessage": message, "hookOutput": "", "pullRequestUrl": None})
 
     def _apply_operation(self, files: dict, line: bytes) -> dict | None:
@@ -392,82 +440,100 @@ class Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"Unsupported commit operation: {key}")
         return None
 
-    def handle_create_branch(self, body: bytes, repo: str, branch: str):
-        """POST /api/models/{repo}/branch/{branch}: new branch at `startingPoint` (default main); 409 if it exists."""
+    def handle_create_branch(self, body: bytes, kind: str, repo: str, branch: str):
+        """POST /api/{kind}/{repo}/branch/{branch}: new branch at `startingPoint` (default main); 409 if it exists."""
         self._require_token()
         start = self._body_json(body).get("startingPoint") or "main"
         store = self.server.store
         with store.lock:
-            meta = self._repo(repo)
+            meta = self._repo(kind, repo)
             if not NAME_RE.match(branch):
                 raise HubError(400, f"Invalid branch name: {branch!r}")
             if branch in meta["branches"]:
                 raise HubError(409, f"Branch {branch} already exists")
             meta["branches"][branch] = store.resolve(meta, start)
-            store.save(repo, meta)
+            store.save(kind, repo, meta)
         self._json({})
 
-    def handle_model_info(self, body: bytes, repo: str, rev: str = "main"):
-        """GET /api/models/{repo}[/revision/{rev}]: repo info with the commit sha and the file list."""
-        meta = self._repo(repo)
+    def handle_repo_info(self, body: bytes, kind: str, repo: str, rev: str = "main"):
+        """GET /api/{kind}/{repo}[/revision/{rev}]: repo info with the commit sha and the file list."""
+        meta = self._repo(kind, repo)
         sha = self.server.store.resolve(meta, rev)
         commit = meta["commits"][sha]
         siblings = []
         for path, entry in sorted(commit["files"].items()):
             sibling = {"rfilename": path}
-            if self.query.get("blobs", "").lower() in ("1", "true"):
+            if self._flag("blobs"):
                 sibling.update(size=entry["size"], blobId=entry["blobId"])
                 if entry["lfs"]:
                     pointer_size = len(lfs_pointer(entry["oid"], entry["size"]))
                     sibling["lfs"] = {"size": entry["size"], "sha256": entry["oid"], "pointerSize": pointer_size}
             siblings.append(sibling)
-        self._json({"id": repo, "modelId": repo, "author": repo.split("/")[0], "sha": sha,
-                    "private": meta["private"], "disabled": False, "gated": False, "lastModified": commit["date"],
-                    "createdAt": meta["createdAt"], "tags": [], "downloads": 0, "likes": 0, "cardData": {},
-                    "siblings": siblings})
+        info = {"id": repo, "author": repo.split("/")[0], "sha": sha, "private": meta["private"], "disabled": False,
+                "gated": False, "lastModified": commit["date"], "createdAt": meta["createdAt"], "tags": [],
+                "downloads": 0, "likes": 0, "cardData": {}, "siblings": siblings}
+        self._json({"modelId": repo, **info} if kind == "models" else info)
 
-    def handle_tree(self, body: bytes, repo: str, rev: str, path: str = ""):
-        """GET /api/models/{repo}/tree/{rev}[/{path}]: files and folders under `path` (`?recursive=true`)."""
-        meta = self._repo(repo)
+    def handle_tree(self, body: bytes, kind: str, repo: str, rev: str, path: str = ""):
+        """GET /api/{kind}/{repo}/tree/{rev}[/{path}]: files and folders under `path` (`?recursive=true`,
+        `?expand=true` adds each entry's last commit). One page: no `Link` header, however many entries."""
+        meta = self._repo(kind, repo)
         sha = self.server.store.resolve(meta, rev)
-        files = meta["commits"][sha]["files"]
         prefix = path.strip("/") + "/" if path.strip("/") else ""
-        recursive = self.query.get("recursive", "").lower() in ("1", "true")
-        under = {p[len(prefix):]: e for p, e in files.items() if p.startswith(prefix)}
+        recursive = self._flag("recursive")
+        under = [p[len(prefix):] for p in meta["commits"][sha]["files"] if p.startswith(prefix)]
         if prefix and not under:
             raise HubError(404, f"Folder {path} not found at {rev}", "EntryNotFound", {"X-Repo-Commit": sha})
-        entries, folders = [], set()
-        for rel, entry in sorted(under.items()):
+        files, folders = set(), set()
+        for rel in under:
             parts = rel.split("/")
-            for depth in range(1, len(parts) if recursive else min(2, len(parts))):
-                folders.add(prefix + "/".join(parts[:depth]))
+            depths = range(1, len(parts) if recursive else min(2, len(parts)))
+            folders.update("/".join(parts[:depth]) for depth in depths)
             if recursive or len(parts) == 1:
-                item = {"type": "file", "oid": entry["blobId"], "size": entry["size"], "path": prefix + rel}
-                if entry["lfs"]:
-                    pointer_size = len(lfs_pointer(entry["oid"], entry["size"]))
-                    item["lfs"] = {"oid": entry["oid"], "size": entry["size"], "pointerSize": pointer_size}
-                entries.append(item)
-        for folder in sorted(folders):
-            entries.append({"type": "directory", "oid": hashlib.sha1(f"{sha}:{folder}".encode()).hexdigest(),
-                            "size": 0, "path": folder})
-        self._json(entries)
+                files.add(rel)
+        expand = self._flag("expand")
+        self._json([self._describe(meta, sha, prefix + rel, expand) for rel in [*sorted(files), *sorted(folders)]])
 
-    def handle_resolve(self, body: bytes, repo: str, rev: str, path: str):
-        """HEAD/GET /{repo}/resolve/{rev}/{path}: the file with X-Repo-Commit, ETag and (LFS) X-Linked-* headers."""
-        meta = self._repo(repo)
+    def handle_paths_info(self, body: bytes, kind: str, repo: str, rev: str):
+        """POST /api/{kind}/{repo}/paths-info/{rev} (form `paths=...&expand=...`): entries of the paths that exist."""
+        meta = self._repo(kind, repo)
+        sha = self.server.store.resolve(meta, rev)
+        form = parse_qs(body.decode("utf-8", "replace"))
+        expand = self._flag("expand", {k: v[-1] for k, v in form.items()})
+        entries = [self._describe(meta, sha, p.strip("/"), expand) for p in dict.fromkeys(form.get("paths", []))]
+        self._json([e for e in entries if e is not None], headers={"X-Repo-Commit": sha})
+
+    def handle_resolve(self, body: bytes, kind: str, repo: str, rev: str, path: str):
+        """HEAD/GET /[datasets/]{repo}/resolve/{rev}/{path}: the file (or the `Range: bytes=a-b` part asked for)
+        with X-Repo-Commit, ETag and (LFS) X-Linked-* headers."""
+        meta = self._repo(kind, repo)
         sha = self.server.store.resolve(meta, rev)
         entry = meta["commits"][sha]["files"].get(path)
         if entry is None:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": sha})
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{entry["oid"] if entry["lfs"] else entry["blobId"]}"'}
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{entry["oid"] if entry["lfs"] else entry["blobId"]}"',
+                   "Accept-Ranges": "bytes"}
         if entry["lfs"]:
             headers.update({"X-Linked-Etag": f'"{entry["oid"]}"', "X-Linked-Size": str(entry["size"])})
-        self._send(200, self.server.store.read_object(entry["oid"]), "application/octet-stream", headers)
+        data, size = self.server.store.read_object(entry["oid"]), entry["size"]
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        if not match or match.groups() == ("", ""):
+            return self._send(200, data, "application/octet-stream", headers)
+        first, last = match.groups()
+        if first:
+            start, end = int(first), min(int(last or size - 1), size - 1)
+        else:  # `bytes=-n`: the last n bytes
+            start, end = max(size - int(last), 0), size - 1
+        if start > end:
+            raise HubError(416, f"Range not satisfiable: {self.headers['Range']}",
+                           headers={"Content-Range": f"bytes */{size}"})
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        self._send(206, data[start:end + 1], "application/octet-stream", headers)
 
-    def handle_lfs_batch(self, body: bytes, repo: str):
-        """POST /{repo}.git/info/lfs/objects/batch: basic-transfer upload actions for objects not stored yet."""
+    def handle_lfs_batch(self, body: bytes, kind: str, repo: str):
+        """POST /[datasets/]{repo}.git/info/lfs/objects/batch: basic-transfer upload actions for new objects."""
         self._require_token()
-        self._repo(repo)
+        self._repo(kind, repo)
         payload = self._body_json(body)
         if payload.get("operation") != "upload":
             raise HubError(400, "Only the LFS 'upload' operation is supported")
@@ -485,7 +551,7 @@ class Handler(BaseHTTPRequestHandler):
                 answer["authenticated"] = True
                 answer["actions"] = {
                     "upload": {"href": f"{self.server.url}/lfs-upload/{oid}?ticket={ticket}", "expires_in": 3600},
-                    "verify": {"href": f"{self.server.url}/{repo}.git/info/lfs/objects/verify", "expires_in": 3600},
+                    "verify": {"href": f"{self._web_url(kind, repo)}.git/info/lfs/objects/verify", "expires_in": 3600},
                 }
             objects.append(answer)
         self._json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
@@ -501,8 +567,8 @@ class Handler(BaseHTTPRequestHandler):
         self.server.store.put_object(body)
         self._send(200, b"", "text/plain")
 
-    def handle_lfs_verify(self, body: bytes, repo: str):
-        """POST /{repo}.git/info/lfs/objects/verify: 200 if the object is stored with this size."""
+    def handle_lfs_verify(self, body: bytes, kind: str, repo: str):
+        """POST /[datasets/]{repo}.git/info/lfs/objects/verify: 200 if the object is stored with this size."""
         self._require_token()
         payload = self._body_json(body)
         if self.server.store.object_size(str(payload.get("oid", ""))) != payload.get("size"):

@@ -193,3 +193,40 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path):
     (tmp_path / "noext").write_bytes((tmp_path / "plain.dcm").read_bytes())
     assert np.array_equal(np.asarray(decode_image(tmp_path / "noext")), plain)
     assert np.array_equal(np.asarray(decode_image((tmp_path / "plain.dcm").read_bytes())), plain)
+
+
+def test_two_sources_share_copy_groups_and_split_by_source(tmp_path):
+    """A copy planted across two sources lands in one group; every split holds both sources and both labels."""
+    first = make_imagefolder(tmp_path / "first", {"train": 8, "val": 2, "test": 2}, seed=1)
+    second = make_imagefolder(tmp_path / "second", {"train": 8, "val": 2, "test": 2}, seed=2)
+    original = sorted((first / "train" / "fractured").glob("*.png"))[0]
+    Image.open(original).rotate(90).save(second / "test" / "fractured" / "copy_of_first.png")
+
+    records, files, names = data.load_sources([f"a={first}", f"b={second}"])
+    assert {r.source for r in records} == {"a", "b"} and len(records) == 2 * 24 + 1
+    images, problems = data.decode_records(records, files, names, image_size=64)
+    assert not problems
+    data.assign_groups(images)
+    group = {r.path + r.source: int(images.groups[r.index]) for r in records}
+    assert group["test/fractured/copy_of_first.png" + "b"] == group[f"train/fractured/{original.name}" + "a"]
+
+    data.split_groups(images, seed=0)
+    for split in ("train", "val", "test"):
+        chosen = images.split == split
+        for source in ("a", "b"):
+            assert set(images.labels[chosen & (images.sources == source)].tolist()) == {0, 1}, (split, source)
+    report = data.data_report(records, images, problems)
+    assert set(report["sources"]) == {"a", "b"} and report["sources"]["b"]["files"] == 25
+    assert sum(s["distinct_images"] for s in report["sources"].values()) == report["distinct_images"]
+
+
+def test_sources_with_different_classes_or_names_are_refused(tmp_path):
+    first = make_imagefolder(tmp_path / "first", {"train": 2}, seed=1)
+    with pytest.raises(data.DataError, match="share a name"):
+        data.load_sources([f"x={first}", f"x={first}"])
+    other = tmp_path / "other" / "train"
+    for label in ("fractured", "normal"):
+        (other / label).mkdir(parents=True)
+        make_xray(1).save(other / label / "a.png")
+    with pytest.raises(data.DataError, match="has classes"):
+        data.load_sources([str(first), str(tmp_path / "other")])

@@ -228,3 +228,31 @@ def test_card_of_a_folder_from_another_version_is_a_clear_error(trained, tmp_pat
         render_model_card(old)
     with pytest.raises(ModelError, match="cannot render its model card"):
         push(old, "team/never-pushed")  # HF_ENDPOINT is not set up here: an attempt to talk would fail otherwise
+
+
+def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path):
+    from conftest import make_imagefolder
+
+    other = make_imagefolder(tmp_path / "other", {"train": 12, "val": 4, "test": 4}, seed=7)
+    out = tmp_path / "model"
+    proc = _run(train_cmd([f"fracture-multi-region={tiny_folder}", f"elsewhere={other}"], out, "--epochs", "1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["by_source"]) == {"fracture-multi-region", "elsewhere"}
+    for source, results in metrics["by_source"].items():
+        assert results["clean_test"]["images"] > 0 and "roc_auc" in results["clean_test"], source
+    pooled = metrics["results"]["clean_test"]["images"]
+    assert pooled == sum(r["clean_test"]["images"] for r in metrics["by_source"].values())
+    report = json.loads((out / "data_report.json").read_text())
+    assert set(report["sources"]) == {"fracture-multi-region", "elsewhere"}
+    card = (out / "README.md").read_text()
+    assert "| elsewhere |" in card and "| fracture-multi-region |" in card  # the per-source table
+    assert "type: elsewhere" in card and "type: fracture-multi-region" in card  # one model-index entry each
+    assert "ODC-By 1.0" in card and "a source this project does not know" in card
+
+    scores = tmp_path / "scores.json"
+    proc = _run([sys.executable, str(ROOT / "train.py"), "--eval-only", str(out), "--data", f"one={tiny_folder}",
+                 f"two={other}", "--bootstrap", "20", "--metrics-out", str(scores)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(scores.read_text())
+    assert set(result["by_source"]) == {"one", "two"} and result["results"]["all"]["images"] == 80

@@ -10,24 +10,46 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .model import ModelError
 from .resources import CARD_TEMPLATE
 
-DATASET = "Fracture Multi-Region X-Ray Data"
+# What the card says about the data sources this project knows, by source name (`--data NAME=...`):
+# title, where it comes from, licence. Any other source is named as given, its licence unknown to us.
+KNOWN_DATASETS = {
+    "fracture-multi-region": ("Fracture Multi-Region X-Ray Data",
+                              "Kaggle, folder `Bone_Fracture_Binary_Classification`",
+                              "Open Data Commons Attribution License (ODC-By 1.0)"),
+    "roboflow-bone-fracture": ("Bone Fracture Detection, binary subset",
+                               "Roboflow Universe project `bone-fracture-detection`, version 4",
+                               "CC BY 4.0"),
+}
+SPLIT_TITLES = {"clean_test": "clean group-disjoint test split", "shipped_test": "shipped test split, leaky"}
 
 
-def _eval_results(results: dict) -> list[EvalResult]:
+def describe_datasets(names: list[str]) -> list[dict]:
+    """Name, title, origin and licence of each data source, for the card and the README."""
+    described = []
+    for name in names:
+        title, origin, licence = KNOWN_DATASETS.get(name, (name, "a source this project does not know",
+                                                            "see the data's own terms"))
+        described.append({"name": name, "title": title, "origin": origin, "licence": licence})
+    return described
+
+
+def _eval_results(results: dict, datasets: list[dict], by_source: dict) -> list[EvalResult]:
+    """`model-index` entries: each source's clean and shipped test splits (or the pooled ones for one source)."""
     out = []
-    titles = {"clean_test": "clean group-disjoint test split", "shipped_test": "shipped test split, leaky"}
-    for split, title in titles.items():
-        r = results.get(split)
-        if not r:
-            continue
-        for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy_argmax"]),
-                              ("sensitivity", r["sensitivity"]), ("specificity", r["specificity"])):
-            if value is not None:
-                out.append(EvalResult(
-                    task_type="image-classification", dataset_type="fracture-multi-region",
-                    dataset_name=f"{DATASET} ({title})", dataset_split=split,
-                    metric_type=metric, metric_value=round(float(value), 4),
-                ))
+    per_source = by_source if len(by_source) > 1 else {d["name"]: results for d in datasets}
+    for d in datasets:
+        for split, title in SPLIT_TITLES.items():
+            r = per_source.get(d["name"], {}).get(split)
+            if not r:
+                continue
+            for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy_argmax"]),
+                                  ("sensitivity", r["sensitivity"]), ("specificity", r["specificity"])):
+                if value is not None:
+                    out.append(EvalResult(
+                        task_type="image-classification", dataset_type=d["name"],
+                        dataset_name=f"{d['title']} ({title})", dataset_split=split,
+                        metric_type=metric, metric_value=round(float(value), 4),
+                    ))
     return out
 
 
@@ -47,6 +69,9 @@ def write_model_card(
 
 def _render(metrics: dict, report: dict, train_config: dict, label_names: list[str], repo_id: str) -> ModelCard:
     model_name = repo_id.split("/")[-1]
+    # A folder from before several sources were supported has one source, of the Kaggle data.
+    datasets = describe_datasets(list(report.get("sources") or ["fracture-multi-region"]))
+    by_source = metrics.get("by_source", {})
     card_data = ModelCardData(
         model_name=model_name,
         library_name="timm",
@@ -54,8 +79,8 @@ def _render(metrics: dict, report: dict, train_config: dict, label_names: list[s
         license="apache-2.0",
         tags=["image-classification", "timm", "medical-imaging", "x-ray", "fracture-detection"],
         metrics=["roc_auc", "accuracy", "sensitivity", "specificity"],
-        datasets=[report["source"]] if report.get("source") else None,  # Hub dataset ids only
-        eval_results=_eval_results(metrics["results"]),
+        datasets=report.get("hub_datasets") or None,  # Hub dataset ids only
+        eval_results=_eval_results(metrics["results"], datasets, by_source),
     )
     return ModelCard.from_template(
         card_data,
@@ -68,6 +93,8 @@ def _render(metrics: dict, report: dict, train_config: dict, label_names: list[s
         config=train_config,
         test=metrics["results"].get("clean_test", {}),
         shipped=metrics["results"].get("shipped_test", {}),
+        datasets=datasets,
+        by_source=by_source if len(by_source) > 1 else {},
     )
 
 

@@ -1,11 +1,12 @@
-"""Load an image folder with `datasets`, decode it once, find copies, and split it leak-free.
+"""Load one or more image folders with `datasets`, decode them once, find copies, and split leak-free.
 
-The pipeline: `load_records` lists every file (local `imagefolder` tree or a Hub dataset
-id), `decode_records` reads each distinct file once into the model's uint8 pixel grid
-(skipping undecodable files with a message), `assign_groups` links exact and near
-copies, and `split_groups` makes a seeded, stratified, group-disjoint
-train/val/test split. `data_report` summarises it all, including how many copies the
-shipped splits share.
+The pipeline: `load_sources` lists every file of every source (local `imagefolder` trees
+or Hub dataset ids, each record keeping its source's name), `decode_records` reads each
+distinct file once into the model's uint8 pixel grid (skipping undecodable files with a
+message), `assign_groups` links exact and near copies over the union of the sources (so
+copies across sources share a group), and `split_groups` makes a seeded, group-disjoint
+train/val/test split stratified by source and label. `data_report` summarises it all,
+pooled and per source, including how many copies the shipped splits share.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Record:
     path: str  # relative to the data dir for local folders; a stable key otherwise
     label: str
     shipped_split: str
+    source: str = ""  # the name of the data source it came from
     sha256: str = ""
     index: int = -1  # row in the distinct-image pixel array, -1 if undecodable
 
@@ -59,14 +61,48 @@ class Images:
     labels: np.ndarray  # (N,) int, index into label_names
     sha256: list[str]
     label_names: list[str]
+    sources: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # (N,) source name
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     split: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U5"))
 
 
-def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]:
+def parse_source(spec: str) -> tuple[str, str]:
+    """`NAME=LOCATION` or `LOCATION` -> (name, location); the name defaults to the folder's name or the Hub id."""
+    name, sep, location = spec.partition("=")
+    if not sep:
+        location = spec
+        name = Path(spec).name if Path(spec).is_dir() else spec
+    if not name or not location:
+        raise DataError(f"{spec!r}: expected NAME=FOLDER_OR_HUB_ID or FOLDER_OR_HUB_ID")
+    return name, location
+
+
+def load_sources(specs: list[str]) -> tuple[list[Record], list[bytes | str], list[str]]:
+    """`load_records` for each source (`NAME=LOCATION` or `LOCATION`), concatenated.
+
+    All sources must name the same classes; the first source's order is kept.
+    """
+    records, files, label_names = [], [], None
+    names = [parse_source(spec)[0] for spec in specs]
+    if len(set(names)) < len(names):
+        raise DataError(f"two data sources share a name in {names}: name them, e.g. kaggle=PATH other=PATH")
+    for spec in specs:
+        name, location = parse_source(spec)
+        part, part_files, part_labels = load_records(location, name)
+        if label_names is None:
+            label_names = part_labels
+        elif sorted(part_labels) != sorted(label_names):
+            raise DataError(f"{name} has classes {part_labels}, but {names[0]} has {label_names}")
+        records += part
+        files += part_files
+    return records, files, label_names
+
+
+def load_records(data: str, source: str = "") -> tuple[list[Record], list[bytes | str], list[str]]:
     """List the files of `data` (an imagefolder directory or a Hub dataset id) with `datasets`.
 
-    Returns the records, each record's source (file path or encoded bytes) and the label names.
+    Returns the records (tagged with `source`, default `data`), each record's file (a path
+    or the encoded bytes) and the label names.
     """
     from datasets import Image as ImageFeature
     from datasets import load_dataset
@@ -78,7 +114,7 @@ def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]
         ds = load_dataset("imagefolder", data_dir=data) if local else load_dataset(data)
     except Exception as e:  # datasets raises many types: missing repo, offline, no images found
         raise DataError(f"cannot load {data!r} with datasets: {e}") from None
-    records, sources, label_names = [], [], None
+    records, files, label_names = [], [], None
     for split_name, part in ds.items():
         names = part.features["label"].names
         if label_names is None:
@@ -89,12 +125,23 @@ def load_records(data: str) -> tuple[list[Record], list[bytes | str], list[str]]
         shipped = SHIPPED_SPLIT_NAMES.get(split_name, split_name)
         for i, row in enumerate(part):
             image, path = row["image"], row["image"].get("path")
-            key = str(Path(path).relative_to(data)) if local and path else f"{split_name}/{i}"
-            records.append(Record(path=key, label=names[row["label"]], shipped_split=shipped))
-            sources.append(image["bytes"] if image.get("bytes") else path)
+            key = _record_key(path, data if local else None) or f"{split_name}/{i}"
+            records.append(Record(path=key, label=names[row["label"]], shipped_split=shipped,
+                                  source=source or data))
+            files.append(image["bytes"] if image.get("bytes") else path)
     if POSITIVE_LABEL not in (label_names or []):
-        raise DataError(f"expected a '{POSITIVE_LABEL}' class folder, found {label_names}")
-    return records, sources, label_names
+        raise DataError(f"{data}: expected a '{POSITIVE_LABEL}' class folder, found {label_names}")
+    return records, files, label_names
+
+
+def _record_key(path: str | None, local_root: str | None) -> str | None:
+    """A file's path inside its source: relative to a local folder, or to a Hub dataset's cached snapshot."""
+    if not path:
+        return None
+    if local_root is not None:
+        return str(Path(path).relative_to(local_root))
+    parts = Path(path).parts  # <HF cache>/datasets--ORG--NAME/snapshots/<commit>/<path in repo>
+    return "/".join(parts[parts.index("snapshots") + 2:]) if "snapshots" in parts else None
 
 
 def _read_bytes(source: bytes | str) -> bytes | None:
@@ -108,7 +155,7 @@ def _read_bytes(source: bytes | str) -> bytes | None:
 
 def decode_records(
     records: list[Record],
-    sources: list[bytes | str],
+    files: list[bytes | str],
     label_names: list[str],
     image_size: int = IMAGE_SIZE,
     workers: int = 4,
@@ -116,11 +163,12 @@ def decode_records(
     """Hash every file, decode each distinct content once, and return them with the problems found.
 
     A file that cannot be decoded is named in the returned problems and skipped; so is a
-    content that appears under both labels.
+    content that appears under both labels. A content found in several sources counts for
+    the first one.
     """
     problems: list[str] = []
     contents: dict[str, bytes] = {}
-    for rec, src in zip(records, tqdm(sources, desc="hashing", unit="file")):
+    for rec, src in zip(records, tqdm(files, desc="hashing", unit="file")):
         data = _read_bytes(src)
         if data is None or not data:
             problems.append(f"{rec.path}: empty or unreadable file, skipped")
@@ -162,17 +210,21 @@ def decode_records(
         rec.index = index_of.get(rec.sha256, -1)
     label_idx = {name: i for i, name in enumerate(label_names)}
     labels = np.zeros(len(pixels), dtype=np.int64)
+    image_sources = np.full(len(pixels), None, dtype=object)
     for rec in records:
         if rec.index >= 0:
             labels[rec.index] = label_idx[rec.label]
+            if image_sources[rec.index] is None:
+                image_sources[rec.index] = rec.source
     sha = [""] * len(pixels)
     for h, i in index_of.items():
         sha[i] = h
+
     def stack(arrays: list[np.ndarray], size: int) -> np.ndarray:
         return np.stack(arrays) if arrays else np.zeros((0, size, size), dtype=np.uint8)
 
     images = Images(pixels=stack(pixels, image_size), thumbnails=stack(thumbnails, dedup.GRID),
-                    labels=labels, sha256=sha, label_names=list(label_names))
+                    labels=labels, sha256=sha, label_names=list(label_names), sources=image_sources.astype(str))
     return images, problems
 
 
@@ -185,28 +237,30 @@ def assign_groups(images: Images, threshold: float = dedup.THRESHOLD) -> None:
 def split_groups(
     images: Images, seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
 ) -> None:
-    """Assign whole groups to train/val/test (sets `images.split`), stratified by label.
+    """Assign whole groups to train/val/test (sets `images.split`), stratified by source and label.
 
     Groups are visited in a seeded random order and each goes to the split furthest
-    below its target share of that label's images, so sizes track the fractions even
+    below its target share of its stratum's images, so sizes track the fractions even
     though groups range from 1 to ~100 images. (scikit-learn's `StratifiedGroupKFold`
-    makes equal folds, not a 70/15/15 split, and balances groups, not images.)
+    makes equal folds, not a 70/15/15 split, and balances groups, not images.) A group
+    whose copies span two sources counts for the source most of them come from.
     """
     rng = random.Random(seed)
-    group_label: dict[int, int] = {}
+    stratum_of: dict[int, tuple[str, int]] = {}
     group_size: Counter = Counter(images.groups.tolist())
     for g in group_size:
-        labs = images.labels[images.groups == g]
-        group_label[g] = int(np.bincount(labs).argmax())
+        members = images.groups == g
+        source = Counter(images.sources[members].tolist()).most_common(1)[0][0]
+        stratum_of[g] = (source, int(np.bincount(images.labels[members]).argmax()))
     split_of: dict[int, str] = {}
-    for label in sorted(set(group_label.values())):
-        groups = sorted(g for g, lab in group_label.items() if lab == label)
+    for stratum in sorted(set(stratum_of.values())):
+        groups = sorted(g for g, st in stratum_of.items() if st == stratum)
         rng.shuffle(groups)
         total = sum(group_size[g] for g in groups)
         filled = dict.fromkeys(SPLITS, 0)
         for g in groups:
             deficit = {s: f * total - filled[s] for s, f in zip(SPLITS, fractions)}
-            # Small data: make sure every split gets at least one group of each label.
+            # Small data: make sure every split gets at least one group of each stratum.
             empty = [s for s in SPLITS if filled[s] == 0]
             target = empty[0] if empty and len(groups) >= len(SPLITS) else max(deficit, key=deficit.get)
             split_of[g] = target
@@ -215,23 +269,21 @@ def split_groups(
 
 
 def write_manifest(path: Path, records: list[Record], images: Images) -> None:
-    """One row per input file: where it went, its content hash and its copy group (gzipped CSV)."""
+    """One row per input file: its source, where it went, its content hash and its copy group (gzipped CSV)."""
     with gzip.GzipFile(path, "wb", mtime=0) as gz, io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", "shipped_split", "sha256", "group", "split"])
+        w.writerow(["source", "path", "label", "shipped_split", "sha256", "group", "split"])
         for rec in records:
+            row = [rec.source, rec.path, rec.label, rec.shipped_split, rec.sha256]
             if rec.index < 0:
-                w.writerow([rec.path, rec.label, rec.shipped_split, rec.sha256, "", "skipped"])
+                w.writerow([*row, "", "skipped"])
             else:
-                i = rec.index
-                w.writerow([rec.path, rec.label, rec.shipped_split, rec.sha256, int(images.groups[i]), images.split[i]])
+                w.writerow([*row, int(images.groups[rec.index]), images.split[rec.index]])
 
 
-def data_report(records: list[Record], images: Images, problems: list[str], source: str = "") -> dict:
-    """Counts that explain the data: files, distinct images, groups, and copies across shipped splits.
-
-    `source` is the Hub dataset id the data came from, or "" for a local folder.
-    """
+def _counts(records: list[Record], images: Images, mask: np.ndarray) -> dict:
+    """Files, distinct images, groups, copies across the shipped splits, and the clean split, for
+    `records` and the distinct images selected by `mask`."""
     by_shipped: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
         if rec.index >= 0:
@@ -247,25 +299,40 @@ def data_report(records: list[Record], images: Images, problems: list[str], sour
                 int(images.groups[r.index]) in train_groups for r in recs
             )
         shipped[split] = entry
-    group_sizes = Counter(images.groups.tolist())
+    group_sizes = Counter(images.groups[mask].tolist())
     clean = {}
     for split in SPLITS:
-        mask = images.split == split
+        chosen = mask & (images.split == split)
         clean[split] = {
-            "images": int(mask.sum()),
-            "groups": len(set(images.groups[mask].tolist())),
-            **{name: int((images.labels[mask] == i).sum()) for i, name in enumerate(images.label_names)},
+            "images": int(chosen.sum()),
+            "groups": len(set(images.groups[chosen].tolist())),
+            **{name: int((images.labels[chosen] == i).sum()) for i, name in enumerate(images.label_names)},
         }
     return {
-        "source": source,
         "files": len(records),
         "decoded_files": sum(r.index >= 0 for r in records),
         "skipped_files": sum(r.index < 0 for r in records),
-        "distinct_images": int(len(images.pixels)),
+        "distinct_images": int(mask.sum()),
         "groups": len(group_sizes),
         "largest_group": max(group_sizes.values()) if group_sizes else 0,
-        "near_copy_threshold": dedup.THRESHOLD,
         "shipped_splits": shipped,
         "clean_splits": clean,
+    }
+
+
+def data_report(records: list[Record], images: Images, problems: list[str], hub_datasets: list[str] = ()) -> dict:
+    """Counts that explain the data, pooled and per source (`sources`): files, distinct images, groups,
+    copies across the shipped splits (within each source), and the clean split.
+
+    `hub_datasets` are the Hub dataset ids among the sources (for the model card's metadata).
+    """
+    everything = np.ones(len(images.pixels), dtype=bool)
+    names = list(dict.fromkeys(r.source for r in records))
+    return {
+        "hub_datasets": list(hub_datasets),
+        **_counts(records, images, everything),
+        "sources": {name: _counts([r for r in records if r.source == name], images, images.sources == name)
+                    for name in names},
+        "near_copy_threshold": dedup.THRESHOLD,
         "problems": problems,
     }

@@ -143,8 +143,9 @@ def evaluate(
             out["roc_auc_ci95"] = bootstrap_ci(roc_auc_score, prob, is_pos, groups, bootstrap)
             out["pr_auc_ci95"] = bootstrap_ci(average_precision_score, prob, is_pos, groups, bootstrap)
         fpr, tpr, _ = roc_curve(is_pos, prob)
-        spec_ok = (1 - fpr) >= 0.90
-        out["sensitivity_at_specificity_0.90"] = float(tpr[spec_ok].max()) if spec_ok.any() else 0.0
+        for specificity in (0.80, 0.90):  # the operating points the targets are stated at
+            spec_ok = (1 - fpr) >= specificity
+            out[f"sensitivity_at_specificity_{specificity:.2f}"] = float(tpr[spec_ok].max()) if spec_ok.any() else 0.0
     return out
 
 

