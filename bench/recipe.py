@@ -17,6 +17,7 @@ the variants it ran in `bench/results/recipe.json`, and the table covers all of 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -27,6 +28,7 @@ import torch
 from common import add_out_argument, loadavg, md_table, write_results
 from sklearn.metrics import roc_auc_score
 
+from fracture_detector import data as data_lib
 from fracture_detector.model import load_model, predict_logits
 from fracture_detector.training import TrainConfig, prepare_data, train
 
@@ -41,10 +43,17 @@ VARIANTS = {
 }
 
 
+@functools.cache
+def clean_test(data: tuple[str, ...], image_size: int) -> data_lib.Images:
+    """The data decoded and split as `train` does (same seed): once per input size, shared by the variants."""
+    _, images, _ = prepare_data(TrainConfig(data=list(data), image_size=image_size), None, log=lambda *_: None)
+    return images
+
+
 def flip_tta(model_dir: Path, cfg: TrainConfig) -> dict:
     """Clean-test ROC-AUC per source with and without flip averaging, and what the averaging costs."""
     model, config = load_model(model_dir)
-    _, images, _ = prepare_data(cfg, None, log=lambda *_: None)
+    images = clean_test(tuple(cfg.data), cfg.image_size)
     test = images.split == "test"
     pixels = torch.from_numpy(images.pixels[test])
     start = time.perf_counter()

@@ -83,11 +83,11 @@ def load_sources(specs: list[str]) -> tuple[list[Record], list[bytes | str], lis
     All sources must name the same classes; the first source's order is kept.
     """
     records, files, label_names = [], [], None
-    names = [parse_source(spec)[0] for spec in specs]
+    parsed = [parse_source(spec) for spec in specs]
+    names = [name for name, _ in parsed]
     if len(set(names)) < len(names):
         raise DataError(f"two data sources share a name in {names}: name them, e.g. kaggle=PATH other=PATH")
-    for spec in specs:
-        name, location = parse_source(spec)
+    for name, location in parsed:
         part, part_files, part_labels = load_records(location, name)
         if label_names is None:
             label_names = part_labels

