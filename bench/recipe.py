@@ -40,6 +40,7 @@ VARIANTS = {
     "effnet-imagenet-lr1e-3": {**EFFNET, "lr": 1e-3},
     "effnet-imagenet-224px": {**EFFNET, "image_size": 224},
     "effnet-imagenet-more-epochs": {**EFFNET, "epochs_factor": 2},
+    "effnet-imagenet-wide-aug": {**EFFNET, "augmentation": "wide"},
 }
 
 
@@ -98,7 +99,8 @@ def markdown(runs: dict) -> str:
             tta = run["flip_tta"][source]
             rows.append([
                 name, f"{o['arch']} {o['image_size']} px, {o['epochs']} ep, lr {o.get('lr', 1e-3):g}"
-                + ("" if o.get("balance_sources", True) else ", unbalanced"),
+                + ("" if o.get("balance_sources", True) else ", unbalanced")
+                + (f", {o['augmentation']} augmentation" if "augmentation" in o else ""),
                 source, f"{r['roc_auc']:.3f} [{lo:.2f}, {hi:.2f}]",
                 f"{r['sensitivity_at_specificity_0.80']:.2f} / {r['sensitivity_at_specificity_0.90']:.2f}",
                 f"{r['specificity']:.2f}", f"{run['pooled_ece']:.3f}",

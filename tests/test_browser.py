@@ -45,7 +45,7 @@ def test_upload_in_chromium_shows_label_and_heatmap(app_url):
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(app_url)
             expect(page.get_by_text("Research demo, not a medical device")).to_be_visible(timeout=30_000)
-            page.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "fractured_2.jpg"))
+            page.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "fractured_roboflow_1.jpg"))
             page.get_by_role("button", name="Classify").click()
             expect(page.locator("#decision")).to_contain_text("threshold", timeout=60_000)
             expect(page.locator("#probabilities")).to_contain_text("not fractured")

@@ -45,3 +45,30 @@ def test_grayscale_model_from_offline_weights_folds_the_first_convolution():
 def test_no_offline_weights_for_other_architectures():
     with pytest.raises(ModelError, match="no offline ImageNet weights for 'regnetx_002'"):
         create_model("regnetx_002", pretrained_offline=True)
+
+
+def test_half_weights_are_the_weights_that_were_scored(tmp_path):
+    """`round_to_half` + `save_model(half=True)`: the file holds fp16 tensors, and the model that plain timm
+    loads from it gives the rounded in-memory model's logits, so metrics computed after rounding are the
+    shipped model's."""
+    from safetensors.torch import load_file
+
+    from fracture_detector.calibration import Calibration
+    from fracture_detector.model import load_model, predict_logits, round_to_half, save_model
+
+    torch.manual_seed(0)
+    model = create_model("regnetx_002", image_size=32).eval()
+    for p in model.parameters():  # weights with digits below fp16's precision
+        p.data.add_(torch.randn_like(p) * 1e-3)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    before = predict_logits(model, pixels)
+    round_to_half(model)
+    rounded = predict_logits(model, pixels)
+    assert not torch.equal(before, rounded)  # rounding changed something, so the comparison below can fail
+    save_model(model, tmp_path, ["fractured", "not fractured"], Calibration(1.0, 0.5, "fractured", 0.95), 32,
+               half=True)
+    tensors = load_file(tmp_path / "model.safetensors")
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    loaded, _ = load_model(tmp_path)
+    assert torch.allclose(predict_logits(loaded, pixels), rounded, atol=1e-5, rtol=0)
+    assert next(loaded.parameters()).dtype == torch.float32  # timm's model stays fp32

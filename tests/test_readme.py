@@ -21,6 +21,6 @@ def test_every_generated_block_has_a_source():
 
     names = [m.group("name") for m in readme_tables.BLOCK.finditer((ROOT / "README.md").read_text())]
     assert {"bundled", "leak", "bench/select_model", "bench/train_throughput", "bench/batch_predict",
-            "bench/app_speed", "bench/xray_check", "bench/dedup_real"} <= set(names)
+            "bench/app_speed", "bench/xray_check", "bench/dedup_real", "bench/recipe"} <= set(names)
     for name in names:
         assert readme_tables.block(name).strip(), name

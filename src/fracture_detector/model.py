@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,22 +97,40 @@ def create_model(
     return model
 
 
+@torch.no_grad()
+def round_to_half(model: torch.nn.Module) -> None:
+    """Round every floating-point parameter and buffer to its nearest fp16 value, in place (they stay fp32).
+
+    Scoring a model after this scores exactly the weights that `save_model(..., half=True)` writes.
+    """
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            rounded = tensor.half().float()
+            if not torch.isfinite(rounded).all():
+                raise ModelError("a weight is out of fp16's range: save in fp32 (--no-half-weights)")
+            tensor.copy_(rounded)
+
+
 def save_model(
     model: torch.nn.Module,
     out_dir: str | Path,
     label_names: list[str],
     calibration: Calibration,
     image_size: int = IMAGE_SIZE,
+    half: bool = False,
 ) -> None:
     """Write `config.json` + `model.safetensors` with timm's `save_for_hf`.
 
     The calibration (temperature, threshold on the calibrated probability of the positive
     class, positive label, target sensitivity) sits at the root of `config.json`, beside
-    timm's own fields.
+    timm's own fields. With `half`, the weights are stored as fp16 (half the size; timm
+    loads them into its fp32 model as they are, so call `round_to_half` before scoring).
     """
     model_config = {"label_names": list(label_names), **calibration.to_config()}
     # safetensors refuses strided tensors: channels_last conv weights must be packed first.
     model = model.to(memory_format=torch.contiguous_format)
+    if half:
+        model = copy.deepcopy(model).half()
     save_for_hf(
         model,
         str(out_dir),

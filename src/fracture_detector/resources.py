@@ -21,5 +21,5 @@ CARD_TEMPLATE = package_path("model_card.md")
 
 
 def example_xrays() -> list[Path]:
-    """The example X-rays shipped with the package (Kaggle, ODC-By 1.0; see examples/README.md)."""
+    """The example X-rays shipped with the package (Kaggle, ODC-By 1.0; Roboflow, CC BY 4.0; see examples/README.md)."""
     return sorted(EXAMPLES.glob("*.jpg"))

@@ -25,7 +25,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 from . import data as data_lib
-from .augment import augment
+from .augment import AUGMENTATIONS, augment
 from .calibration import POSITIVE_LABEL, Calibration
 from .card import write_model_card
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -38,7 +38,15 @@ from .evaluate import (
     threshold_for_sensitivity,
     write_json,
 )
-from .model import DEFAULT_ARCH, ModelError, create_model, load_model, predict_logits, save_model
+from .model import (
+    DEFAULT_ARCH,
+    ModelError,
+    create_model,
+    load_model,
+    predict_logits,
+    round_to_half,
+    save_model,
+)
 from .preprocess import IMAGE_SIZE, normalize
 
 
@@ -69,12 +77,16 @@ class TrainConfig:
     weight_decay: float = _option(0.05, "AdamW weight decay")
     warmup_epochs: float = _option(1.0, "linear warmup before the cosine decay")
     label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
+    augmentation: str = _option("standard", "how far the training augmentation reaches ('wide': darker, flatter, "
+                                "turned further, burnt-in R/L markers)", choices=tuple(AUGMENTATIONS))
     image_size: int = _option(IMAGE_SIZE, "square input size in pixels")
     seed: int = _option(0, "seed of the split, the sampling and the augmentation")
     target_sensitivity: float = _option(TARGET_SENSITIVITY, "the threshold is chosen for this validation sensitivity")
     precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
                              choices=("auto", "fp32", "bf16"))
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
+    half_weights: bool = _option(True, "ship the weights as fp16 (half the size; the metrics are computed "
+                                       "on the rounded weights)")
     resume: bool = _option(False, "continue the run in --output-dir from its last epoch")
     bootstrap: int = _option(1000, "bootstrap resamples for the confidence intervals")
 
@@ -166,9 +178,9 @@ def _roc_auc(logits: torch.Tensor, labels: np.ndarray, positive: int) -> float:
 
 
 def train_step(model, optimizer, acc: Accelerator, pixels: torch.Tensor, labels: torch.Tensor,
-               g: torch.Generator, label_smoothing: float = 0.1) -> float:
+               g: torch.Generator, label_smoothing: float = 0.1, augmentation: str = "standard") -> float:
     """One optimisation step on a batch of cached uint8 images: augment, normalise, forward, backward."""
-    x = augment(pixels.unsqueeze(1).float().div_(255.0), g)
+    x = augment(pixels.unsqueeze(1).float().div_(255.0), g, augmentation)
     x = normalize(x).contiguous(memory_format=torch.channels_last).to(acc.device)
     with acc.autocast():
         loss = F.cross_entropy(model(x), labels.to(acc.device), label_smoothing=label_smoothing)
@@ -259,7 +271,8 @@ def train(cfg: TrainConfig) -> Path:
         for i in bar:
             scheduler.step_update(epoch * steps_per_epoch + i)
             idx = torch.from_numpy(mine[i * cfg.batch_size : (i + 1) * cfg.batch_size])
-            loss = train_step(model, optimizer, acc, pixels[idx], labels[idx], g, cfg.label_smoothing)
+            loss = train_step(model, optimizer, acc, pixels[idx], labels[idx], g, cfg.label_smoothing,
+                              cfg.augmentation)
             loss_ema = 0.9 * loss_ema + 0.1 * loss if i else loss
             bar.set_postfix(loss_ema=f"{loss_ema:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
@@ -296,7 +309,10 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     """Calibrate and threshold on validation, score test splits, and write the model folder."""
     label_names = images.label_names
     positive = label_names.index(POSITIVE_LABEL)
-    logits = predict_logits(model.float(), images.pixels).cpu().numpy()
+    model = model.float()
+    if cfg.half_weights:
+        round_to_half(model)  # every number below is then a number of the weights we ship
+    logits = predict_logits(model, images.pixels).cpu().numpy()
     val = images.split == "val"
     temperature = fit_temperature(logits[val], images.labels[val])
     threshold = threshold_for_sensitivity(
@@ -333,7 +349,7 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         "history": state["history"],
         "wall_seconds": None if wall_start is None else round(time.time() - wall_start, 1),
     }
-    save_model(model, out_dir, label_names, calibration, cfg.image_size)
+    save_model(model, out_dir, label_names, calibration, cfg.image_size, half=cfg.half_weights)
     write_json(out_dir / "metrics.json", metrics)
     save_plots(results, curves, label_names, out_dir)
     write_model_card(out_dir, metrics, report, asdict(cfg), label_names)
