@@ -19,22 +19,22 @@ import shutil
 from pathlib import Path
 
 from fracture_detector.card import describe_datasets
-from fracture_detector.data import parse_source
+from fracture_detector.data import MANIFEST_NAME, parse_source
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL, EXAMPLES
 
 SHORT_NAMES = {"fracture-multi-region": "kaggle", "roboflow-bone-fracture": "roboflow"}
 
 
-def clean_test_groups(model_dir: Path) -> dict[tuple[str, str], list[list[dict]]]:
-    """(source, label) -> the clean test split's copy groups, each a list of its JPEG manifest rows."""
-    with gzip.open(model_dir / "split_manifest.csv.gz", "rt", newline="") as f:
+def clean_test_groups(model_dir: Path) -> dict[tuple[str, str], list[dict]]:
+    """(source, label) -> one JPEG manifest row per copy group of the clean test split (the first by path),
+    groups in the order of their ids."""
+    with gzip.open(model_dir / MANIFEST_NAME, "rt", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["path"].lower().endswith((".jpg", ".jpeg"))]
-    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
-    for r in rows:
-        groups.setdefault((r["source"], r["label"]), {}).setdefault(r["group"], []).append(r)
-    return {key: [sorted(g, key=lambda r: r["path"]) for _, g in sorted(by_group.items(), key=lambda kv: int(kv[0]))]
-            for key, by_group in sorted(groups.items())}
+    first: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in sorted(rows, key=lambda r: r["path"]):
+        first.setdefault((r["source"], r["label"]), {}).setdefault(int(r["group"]), r)
+    return {key: [by_group[g] for g in sorted(by_group)] for key, by_group in sorted(first.items())}
 
 
 def main() -> None:
@@ -48,19 +48,19 @@ def main() -> None:
     predictor = Predictor(BUNDLED_MODEL)
     positive = predictor.calibration.positive_label
     picked, tried = [], {}
-    for (source, label), groups in clean_test_groups(BUNDLED_MODEL).items():
+    for (source, label), rows in clean_test_groups(BUNDLED_MODEL).items():
         if source not in roots:
             raise SystemExit(f"no folder for source {source}: pass {source}=FOLDER")
-        random.Random(f"{args.seed}:{source}:{label}").shuffle(groups)
+        random.Random(f"{args.seed}:{source}:{label}").shuffle(rows)
         kept, draws = 0, 0
-        for group in groups:
+        for row in rows:
             if kept == args.per_class:
                 break
-            row = group[0]
-            if (Path(roots[source]) / row["path"]).stat().st_size > args.max_kb * 1024:
+            path = Path(roots[source]) / row["path"]
+            if path.stat().st_size > args.max_kb * 1024:
                 continue  # not drawn: too large to ship
             draws += 1
-            result = predictor.predict(Path(roots[source]) / row["path"])
+            result = predictor.predict(path)
             if result.fractured == (label == positive):
                 kept += 1
                 name = f"{label.replace(' ', '_')}_{SHORT_NAMES.get(source, source)}_{kept}.jpg"

@@ -13,6 +13,7 @@ Every number of the README sits in a generated block between `<!-- generated:NAM
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MODEL = ROOT / "src" / "fracture_detector" / "default_model"
 BENCH_RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "src"))  # the package's TrainConfig, also from a checkout without `pip install`
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w/]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
 # The targets of the model issue (issue 10), per source of the bundled model.
@@ -54,9 +56,6 @@ def _minutes(seconds: float) -> str:
 
 def train_command(train_config: dict) -> str:
     """The `train.py` command that reproduces the run: its sources, output folder and every non-default option."""
-    sys.path.insert(0, str(ROOT / "src"))
-    import dataclasses
-
     from fracture_detector.training import TrainConfig
 
     parts = ["python train.py --data " + " ".join(train_config["data"]),
@@ -81,7 +80,7 @@ def bundled_block() -> str:
     size = config["pretrained_cfg"]["input_size"]
     wall = metrics["wall_seconds"]
     start = "ImageNet weights" if train_config["pretrained"] or train_config.get("pretrained_offline") else "scratch"
-    columns = {name: r for name, r in metrics["by_source"].items()} | {"pooled": metrics["results"]}
+    columns = metrics["by_source"] | {"pooled": metrics["results"]}
     clean = {name: r["clean_test"] for name, r in columns.items()}
     val_best = next(h["val_roc_auc"] for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
 
