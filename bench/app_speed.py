@@ -133,25 +133,26 @@ def cold_start() -> float:
     return seconds
 
 
-def user_session(url: str, first: int, users: int, requests: int) -> int:
-    """`users` users (threads, one Client each) in this process, R requests each; returns the errors."""
+def user_session(url: str, first: int, users: int, requests: int) -> list[str]:
+    """`users` users (threads, one Client each) in this process, R requests each; returns what went wrong."""
     from gradio_client import Client, handle_file
 
     clients = [Client(url, verbose=False) for _ in range(users)]
 
-    def user(k: int) -> int:
-        errors = 0
+    def user(k: int) -> list[str]:
+        errors = []
         for r in range(requests):
             example = EXAMPLES[(first + k + r) % len(EXAMPLES)]
             try:
-                _, label, _ = clients[k].predict(handle_file(str(example)), api_name="/predict")
-                errors += not label or "confidences" not in label
-            except Exception:
-                errors += 1
+                _, label, decision = clients[k].predict(handle_file(str(example)), api_name="/predict")
+                if not label or "confidences" not in label:
+                    errors.append(f"{example.name}: no probabilities: {decision}")
+            except Exception as e:  # every failure is counted and described
+                errors.append(f"{example.name}: {type(e).__name__}: {e}"[:300])
         return errors
 
     with ThreadPoolExecutor(users) as pool:
-        return sum(pool.map(user, range(users)))
+        return [e for errors in pool.map(user, range(users)) for e in errors]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -172,10 +173,11 @@ def load_side(url: str, server_pid: int, users: int, requests: int, processes: i
         with ProcessPoolExecutor(processes) as pool:
             list(pool.map(user_session, [url] * processes, firsts, [1] * processes, [1] * processes))  # warm-up
             cpu, t = cpu_seconds(server_pid), time.perf_counter()
-            errors = sum(pool.map(user_session, [url] * processes, firsts, shares, [requests] * processes))
+            errors = [e for found in pool.map(user_session, [url] * processes, firsts, shares,
+                                              [requests] * processes) for e in found]
             seconds = time.perf_counter() - t
         n = users * requests
-        details.append({"predictions": n, "errors": errors, "seconds": seconds,
+        details.append({"predictions": n, "errors": len(errors), "error_messages": errors[:5], "seconds": seconds,
                         "server_cpu_ms_per_prediction": (cpu_seconds(server_pid) - cpu) / n * 1000})
         return n / seconds
 

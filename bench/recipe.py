@@ -41,20 +41,22 @@ VARIANTS = {
     "effnet-imagenet-224px": {**EFFNET, "image_size": 224},
     "effnet-imagenet-more-epochs": {**EFFNET, "epochs_factor": 2},
     "effnet-imagenet-wide-aug": {**EFFNET, "augmentation": "wide"},
+    "effnet-imagenet-equalized": {**EFFNET, "equalize": True},
 }
 
 
 @functools.cache
-def clean_test(data: tuple[str, ...], image_size: int) -> data_lib.Images:
+def clean_test(data: tuple[str, ...], image_size: int, equalize: bool) -> data_lib.Images:
     """The data decoded and split as `train` does (same seed): once per input size, shared by the variants."""
-    _, images, _ = prepare_data(TrainConfig(data=list(data), image_size=image_size), None, log=lambda *_: None)
+    cfg = TrainConfig(data=list(data), image_size=image_size, equalize=equalize)
+    _, images, _ = prepare_data(cfg, None, log=lambda *_: None)
     return images
 
 
 def flip_tta(model_dir: Path, cfg: TrainConfig) -> dict:
     """Clean-test ROC-AUC per source with and without flip averaging, and what the averaging costs."""
     model, config = load_model(model_dir)
-    images = clean_test(tuple(cfg.data), cfg.image_size)
+    images = clean_test(tuple(cfg.data), cfg.image_size, cfg.equalize)
     test = images.split == "test"
     pixels = torch.from_numpy(images.pixels[test])
     start = time.perf_counter()
@@ -100,7 +102,8 @@ def markdown(runs: dict) -> str:
             rows.append([
                 name, f"{o['arch']} {o['image_size']} px, {o['epochs']} ep, lr {o.get('lr', 1e-3):g}"
                 + ("" if o.get("balance_sources", True) else ", unbalanced")
-                + (f", {o['augmentation']} augmentation" if "augmentation" in o else ""),
+                + (f", {o['augmentation']} augmentation" if "augmentation" in o else "")
+                + (", equalised" if o.get("equalize") else ""),
                 source, f"{r['roc_auc']:.3f} [{lo:.2f}, {hi:.2f}]",
                 f"{r['sensitivity_at_specificity_0.80']:.2f} / {r['sensitivity_at_specificity_0.90']:.2f}",
                 f"{r['specificity']:.2f}", f"{run['pooled_ece']:.3f}",

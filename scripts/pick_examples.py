@@ -22,6 +22,7 @@ from fracture_detector.card import describe_datasets
 from fracture_detector.data import MANIFEST_NAME, parse_source
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL, EXAMPLES
+from fracture_detector.xray_check import FAMILIAR
 
 SHORT_NAMES = {"fracture-multi-region": "kaggle", "roboflow-bone-fracture": "roboflow"}
 
@@ -60,8 +61,8 @@ def main() -> None:
             if path.stat().st_size > args.max_kb * 1024:
                 continue  # not drawn: too large to ship
             draws += 1
-            result = predictor.predict(path)
-            if result.fractured == (label == positive):
+            result = predictor.predict(path, check=False)
+            if result.check == FAMILIAR and result.fractured == (label == positive):
                 kept += 1
                 name = f"{label.replace(' ', '_')}_{SHORT_NAMES.get(source, source)}_{kept}.jpg"
                 picked.append((name, source, label, row["path"], result.probabilities[positive]))
@@ -91,13 +92,13 @@ def write_readme(picked: list, tried: dict, threshold: float, args: argparse.Nam
         "How they were chosen: all come from copy groups of the bundled model's **clean test split**",
         "(the model never saw them or any copy of them). For each source and label, the groups were drawn in a",
         f"seeded random order, one JPEG per group (groups whose file is over {args.max_kb} KB passed over), and",
-        f"the first ones that the bundled model classifies correctly at its threshold ({threshold:.3f}) were",
-        "kept. Draws it took (kept / drawn):",
+        f"the first ones that the bundled model classifies correctly at its threshold ({threshold:.3f}), and",
+        "that its X-ray check takes for X-rays like the training data, were kept. Draws it took (kept / drawn):",
         "",
         *[f"- {source}, {label}: {kept} / {draws}" for (source, label), (kept, draws) in tried.items()],
         "",
-        "The draws not kept are X-rays the model got wrong at its threshold: the examples are correct cases, not",
-        "typical ones.",
+        "The draws not kept are X-rays the model got wrong at its threshold (or, rarely, X-rays its check calls",
+        "unlike the training data): the examples are correct cases, not typical ones.",
     ]
     (EXAMPLES / "README.md").write_text("\n".join(lines) + "\n")
 

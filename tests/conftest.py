@@ -74,6 +74,15 @@ def train_cmd(data: Path | list[str], out: Path, *extra: str) -> list[str]:
             "--image-size", "64", "--batch-size", "8", "--bootstrap", "20", *extra]
 
 
+@pytest.fixture(scope="session")
+def trained(tiny_folder, tmp_path_factory) -> Path:
+    """A 2-epoch model trained by train.py on `tiny_folder` (64 px): its folder."""
+    out = tmp_path_factory.mktemp("run") / "model"
+    proc = subprocess.run(train_cmd(tiny_folder, out, "--epochs", "2"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @dataclass
 class Hub:
     """A running test Hub: its URL, the token it accepts, its storage folder and its request log."""

@@ -8,8 +8,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from conftest import make_xray
 from PIL import Image, ImageDraw
+
+from fracture_detector.resources import EXAMPLES
 
 OK = None  # the file must get a prediction
 
@@ -38,9 +39,15 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
     return path
 
 
-def xray12(seed: int = 1) -> np.ndarray:
-    """A synthetic X-ray as 12-bit values."""
-    return np.asarray(make_xray(seed), dtype=np.uint16) * 16
+def real_xray(name: str = "not_fractured_kaggle_1.jpg") -> Image.Image:
+    """One of the bundled example X-rays, grayscale: inputs the bundled model must accept as X-rays
+    (its X-ray check turns synthetic drawings like `make_xray`'s away)."""
+    return Image.open(EXAMPLES / name).convert("L")
+
+
+def xray12(name: str = "not_fractured_kaggle_1.jpg") -> np.ndarray:
+    """A real X-ray as 12-bit values."""
+    return np.asarray(real_xray(name), dtype=np.uint16) * 16
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -66,7 +73,7 @@ def input_corpus(folder: Path) -> list[tuple[str, Path, str | None]]:
     import sklearn.datasets
 
     folder.mkdir(parents=True, exist_ok=True)
-    xray = make_xray(7, size=200, fractured=True)
+    xray = real_xray("fractured_kaggle_1.jpg")
     jpeg, png = encoded(xray, "JPEG", quality=90), encoded(xray, "PNG")
     photo = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
     document = Image.new("L", (300, 400), 255)
@@ -76,7 +83,8 @@ def input_corpus(folder: Path) -> list[tuple[str, Path, str | None]]:
     screenshot = Image.new("RGB", (400, 300), (240, 240, 245))
     ImageDraw.Draw(screenshot).rectangle([0, 0, 400, 40], fill=(30, 90, 200))
     ImageDraw.Draw(screenshot).rectangle([20, 60, 380, 280], fill=(255, 255, 255), outline=(200, 0, 0))
-    frames = [make_xray(s, size=160) for s in (1, 2, 3)]
+    frames = [real_xray(name).resize((200, 200)) for name in ("fractured_kaggle_1.jpg", "not_fractured_kaggle_1.jpg",
+                                                               "fractured_roboflow_1.jpg")]
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100)
     rgba = xray.convert("RGBA")

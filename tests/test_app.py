@@ -60,6 +60,16 @@ def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_answering(cli
             assert label["label"] in ("fractured", "not fractured")
 
 
+def test_inverted_xray_is_scored_upright_and_the_page_says_so(client, tmp_path):
+    from PIL import Image, ImageOps
+
+    ImageOps.invert(Image.open(EXAMPLES / "fractured_roboflow_1.jpg").convert("L")).save(tmp_path / "inverted.png")
+    _, upright_label, _ = call(client, EXAMPLES / "fractured_roboflow_1.jpg")
+    heatmap, label, decision = call(client, tmp_path / "inverted.png")
+    assert heatmap and "inverted back before scoring" in decision
+    assert abs(label["confidences"][0]["confidence"] - upright_label["confidences"][0]["confidence"]) < 1e-4
+
+
 def test_upload_size_limit(app_url, tmp_path):
     """Uploads over the limit are refused by the server (HTTP 413) before they reach the model, and
     gradio_client refuses to send them; a small upload on the same route is accepted."""

@@ -21,14 +21,18 @@ EXAMPLES = example_xrays()
 
 PLAIN_TIMM = r"""
 import json, sys
-import timm, torch
-from PIL import Image
+import numpy as np, timm, torch
+from PIL import Image, ImageOps
 model = timm.create_model("local-dir:" + sys.argv[1], pretrained=True).eval()
 cfg = json.load(open(sys.argv[1] + "/config.json"))
 transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
 out = {}
 for path in sys.argv[2:]:
-    x = transform(Image.open(path).convert("L")).unsqueeze(0)
+    image = Image.open(path).convert("L")
+    a, b = np.asarray(image), min(image.size) // 10 or 1  # as the model card says: inverted films turned back
+    if np.concatenate([a[:b].ravel(), a[-b:].ravel(), a[:, :b].ravel(), a[:, -b:].ravel()]).mean() > 128:
+        image = ImageOps.invert(image)
+    x = transform(image).unsqueeze(0)
     with torch.no_grad():
         p = torch.softmax(model(x) / cfg["temperature"], 1)[0]
     out[path] = p[cfg["label_names"].index(cfg["positive_label"])].item()
@@ -97,6 +101,7 @@ def test_bundled_model_rescored_on_its_clean_test_split(tmp_path):
     from fracture_detector.model import predict_logits
     from fracture_detector.predict import Predictor
     from fracture_detector.preprocess import load_pixels
+    from fracture_detector.xray_check import NOT_AN_XRAY, UNFAMILIAR, concat_stages, stage_statistics
 
     with gzip.open(MODEL / "split_manifest.csv.gz", "rt", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
@@ -115,7 +120,9 @@ def test_bundled_model_rescored_on_its_clean_test_split(tmp_path):
     pixels = np.stack([load_pixels(roots[r["source"]] / r["path"], predictor.image_size) for r in rows])
     labels = np.array([predictor.label_names.index(r["label"]) for r in rows])
     sources = np.array([r["source"] for r in rows])
-    logits = predict_logits(predictor.model, pixels).numpy()
+    with stage_statistics(predictor.model) as captured:
+        logits = predict_logits(predictor.model, pixels).numpy()
+    verdicts = predictor.feature_check.verdicts(concat_stages(captured))
     metrics = json.loads((MODEL / "metrics.json").read_text())
     recorded = {None: metrics["results"]["clean_test"]}
     recorded |= {name: r["clean_test"] for name, r in metrics.get("by_source", {}).items()}
@@ -126,3 +133,7 @@ def test_bundled_model_rescored_on_its_clean_test_split(tmp_path):
         assert now["images"] == expected["images"] and now["groups"] == expected["groups"], source
         for key in ("roc_auc", "accuracy_at_threshold", "accuracy_argmax", "sensitivity", "specificity"):
             assert abs(now[key] - expected[key]) < 1e-4, (source, key, now[key], expected[key])
+    for source, splits in metrics["xray_check"]["by_source"].items():  # and the X-ray check's counts
+        mine = verdicts[sources == source]
+        assert (mine == NOT_AN_XRAY).sum() == splits["test"]["refused"], source
+        assert (mine == UNFAMILIAR).sum() == splits["test"]["unfamiliar"], source

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, make_xray
-from corpus import make_dicom, xray12
-from PIL import Image
+from conftest import ROOT
+from corpus import make_dicom, real_xray, xray12
+from PIL import Image, ImageDraw
 
 
 def predict_cmd(*args: str) -> list[str]:
@@ -23,11 +23,15 @@ def inputs(tmp_path_factory):
     photo, and a text file the folder walk must skip."""
     folder = tmp_path_factory.mktemp("cli") / "in"
     (folder / "sub").mkdir(parents=True)
-    make_xray(1, size=180, fractured=True).save(folder / "a.png")
-    make_xray(2, size=180).save(folder / "sub" / "b.jpg", quality=92)
-    make_dicom(folder / "c.dcm", xray12(3))
+    real_xray("fractured_roboflow_1.jpg").save(folder / "a.png")
+    real_xray("not_fractured_kaggle_2.jpg").save(folder / "sub" / "b.jpg", quality=92)
+    make_dicom(folder / "c.dcm", xray12("fractured_kaggle_2.jpg"))
     (folder / "broken.png").write_bytes(b"not an image at all")
     Image.new("RGB", (120, 90), (200, 40, 40)).save(folder / "red.png")
+    document = Image.new("L", (300, 400), 255)
+    for y in range(20, 380, 14):
+        ImageDraw.Draw(document).text((20, y), "Patient report: no acute findings. " * 2, fill=0)
+    document.save(folder / "report.png")  # not colour, not blank: the learned check must turn it away
     (folder / "notes.txt").write_text("not an input")
     return folder
 
@@ -40,14 +44,17 @@ def test_predict_folder_records_exit_status_json_csv_heatmaps(inputs, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]  # some files failed
     records = {r["path"]: r for r in json.loads(out_json.read_text())}
-    expected = {str(inputs / n) for n in ("a.png", "broken.png", "c.dcm", "red.png", "sub/b.jpg")} | {str(missing)}
+    expected = {str(inputs / n) for n in ("a.png", "broken.png", "c.dcm", "red.png", "report.png", "sub/b.jpg")}
+    expected |= {str(missing)}
     assert set(records) == expected  # notes.txt skipped; the missing file named
     assert list(records)[-1] == str(missing)  # input order: the folder's files (sorted), then the next argument
 
     good = [records[str(inputs / n)] for n in ("a.png", "sub/b.jpg", "c.dcm")]
     for r in good:
-        assert set(r) == {"path", "probabilities", "decision", "error", "heatmap"}
+        assert set(r) == {"path", "probabilities", "decision", "xray_check", "distance", "inverted", "warning", "error",
+                          "heatmap"}
         assert r["error"] is None and set(r["probabilities"]) == {"fractured", "not fractured"}
+        assert r["xray_check"] in ("X-ray", "X-ray unlike the training data") and r["distance"] > 0
         assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
         assert r["decision"] in ("fracture suspected", "no fracture detected")
         heat = Image.open(r["heatmap"])
@@ -57,18 +64,23 @@ def test_predict_folder_records_exit_status_json_csv_heatmaps(inputs, tmp_path):
         str(inputs / "broken.png"): "not a readable image",
         str(inputs / "red.png"): "does not look like an X-ray",
         str(missing): "file not found",
+        str(inputs / "report.png"): "this does not look like an X-ray (its features are far from those of every X-ray",
     }
     for path, reason in failures.items():
         assert records[path]["probabilities"] is None and reason in records[path]["error"]
         assert f"failed: {path}: " in proc.stderr
-    assert "3 classified, 3 failed" in proc.stderr
+    report = records[str(inputs / "report.png")]
+    assert report["xray_check"] == "not an X-ray" and report["decision"] == "not an X-ray" and not report["heatmap"]
+    assert "3 classified, 4 failed" in proc.stderr
     assert "fracture suspected" in proc.stdout or "no fracture detected" in proc.stdout  # the table
 
     rows = list(csv.DictReader(out_csv.open()))
-    assert list(rows[0]) == ["path", "p_fractured", "p_not_fractured", "decision", "error", "heatmap"]
+    assert list(rows[0]) == ["path", "p_fractured", "p_not_fractured", "decision", "xray_check", "distance", "inverted",
+                             "error", "heatmap"]
     assert [row["path"] for row in rows] == list(records)
     for row in rows:
         record = records[row["path"]]
+        assert row["xray_check"] == (record["xray_check"] or "")
         if record["probabilities"]:
             assert abs(float(row["p_fractured"]) - record["probabilities"]["fractured"]) < 1e-6
         else:
@@ -117,3 +129,34 @@ def test_model_without_calibration_is_refused_clearly(inputs, tmp_path):
                           text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder}/config.json has no temperature")
+
+
+def test_no_xray_check_gives_probabilities_but_still_says_what_it_found(inputs, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(predict_cmd(str(inputs / "report.png"), str(inputs / "a.png"), "--no-xray-check",
+                                      "--json", str(out)), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, xray = json.loads(out.read_text())
+    assert report["probabilities"] and report["xray_check"] == "not an X-ray" and not report["error"]
+    assert xray["xray_check"] in ("X-ray", "X-ray unlike the training data")
+
+
+def test_model_folder_without_xray_statistics_still_serves(inputs, tmp_path):
+    """An older or foreign model folder has no xray_check.safetensors: cheap checks only, said per record."""
+    import shutil
+
+    from fracture_detector.resources import BUNDLED_MODEL
+
+    folder = tmp_path / "no_stats"
+    shutil.copytree(BUNDLED_MODEL, folder)
+    (folder / "xray_check.safetensors").unlink()
+    out = tmp_path / "r.json"
+    proc = subprocess.run(predict_cmd(str(inputs / "a.png"), str(inputs / "report.png"), str(inputs / "red.png"),
+                                      "--model", str(folder), "--json", str(out)),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    records = json.loads(out.read_text())
+    xray, report, red = records
+    assert xray["probabilities"] and xray["xray_check"] == "not checked" and xray["distance"] is None
+    assert report["probabilities"] and report["xray_check"] == "not checked"  # nothing learned to refuse it
+    assert red["probabilities"] is None and "it is a colour image" in red["error"]  # the cheap check still runs
+    assert proc.returncode == 1 and "2 classified, 1 failed" in proc.stderr

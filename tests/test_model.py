@@ -72,3 +72,34 @@ def test_half_weights_are_the_weights_that_were_scored(tmp_path):
     loaded, _ = load_model(tmp_path)
     assert torch.allclose(predict_logits(loaded, pixels), rounded, atol=1e-5, rtol=0)
     assert next(loaded.parameters()).dtype == torch.float32  # timm's model stays fp32
+
+
+def test_equalised_model_is_served_as_its_card_tells_plain_timm_users(tmp_path):
+    """A model saved with `equalize=True`: the Predictor's probability for a file equals the card's recipe
+    (resize, `ImageOps.equalize`, timm's transform), and differs from the unequalised input's."""
+    from conftest import make_xray
+    from PIL import ImageOps
+
+    from fracture_detector.calibration import Calibration
+    from fracture_detector.model import save_model
+    from fracture_detector.predict import Predictor
+
+    torch.manual_seed(0)
+    model = create_model("regnetx_002", image_size=32).eval()
+    model.get_classifier().weight.data.mul_(100)  # a random head answers ~0.5 for anything: spread it out
+    save_model(model, tmp_path, ["fractured", "not fractured"], Calibration(1.0, 0.5, "fractured", 0.95), 32,
+               equalize=True)
+    image = make_xray(3, size=100)
+    image.save(tmp_path / "xray.png")
+    predictor = Predictor(tmp_path)
+    served = predictor.predict(tmp_path / "xray.png").probabilities["fractured"]
+
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=predictor.model))
+
+    def plain_timm(im: Image.Image) -> float:
+        with torch.no_grad():
+            return float(torch.softmax(predictor.model(transform(im)[None]), 1)[0, 0])
+
+    equalised = ImageOps.equalize(image.resize((32, 32), Image.BILINEAR))
+    assert served == pytest.approx(plain_timm(equalised), abs=1e-5)
+    assert abs(served - plain_timm(image)) > 1e-3  # equalising changed the answer, so the check above can fail

@@ -41,14 +41,6 @@ def _run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "model"
-    proc = _run(train_cmd(tiny_folder, out, "--epochs", "2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
-
-
 def test_output_folder_is_timm_hub_format(trained):
     names = {p.name for p in trained.iterdir()}
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "data_report.json",
@@ -105,6 +97,7 @@ def test_eval_only_rescores_a_folder(trained, tiny_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert results["all"]["images"] == 40 and set(results) == {"train", "val", "test", "all"}
+    assert set(results["all"]["xray_check"]) == {"refused", "unfamiliar"}  # the model's X-ray check, per split
 
 
 def test_refuses_to_overwrite_a_run_without_resume(trained, tiny_folder):
@@ -235,8 +228,10 @@ def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path)
 
     other = make_imagefolder(tmp_path / "other", {"train": 12, "val": 4, "test": 4}, seed=7)
     out = tmp_path / "model"
-    proc = _run(train_cmd([f"fracture-multi-region={tiny_folder}", f"elsewhere={other}"], out, "--epochs", "1"))
+    proc = _run(train_cmd([f"fracture-multi-region={tiny_folder}", f"elsewhere={other}"], out, "--epochs", "1",
+                          "--equalize"))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["equalize"] is True
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["by_source"]) == {"fracture-multi-region", "elsewhere"}
     for source, results in metrics["by_source"].items():
@@ -249,6 +244,7 @@ def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path)
     assert "| elsewhere |" in card and "| fracture-multi-region |" in card  # the per-source table
     assert "type: elsewhere" in card and "type: fracture-multi-region" in card  # one model-index entry each
     assert "ODC-By 1.0" in card and "a source this project does not know" in card
+    assert "image = ImageOps.equalize(image.resize((64, 64), Image.BILINEAR))" in card  # what plain timm users do
 
     scores = tmp_path / "scores.json"
     proc = _run([sys.executable, str(ROOT / "train.py"), "--eval-only", str(out), "--data", f"one={tiny_folder}",

@@ -17,7 +17,7 @@ import numpy as np
 
 from .decode import DecodeError
 from .heatmap import overlay
-from .predict import NotAnXrayError, Predictor, Xray, read_xray
+from .predict import FAR_FROM_XRAYS, NotAnXrayError, Predictor, Xray, read_xray
 from .resources import BUNDLED_MODEL, example_xrays
 
 MAX_BATCH = 32
@@ -76,19 +76,22 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
         xrays = [xray for xray, _ in rows if xray is not None]
         if xrays:
             pixels = np.stack([x.pixels for x in xrays])
-            results = iter(zip(*predictor.predict_with_heatmaps(pixels)))
+            results = iter(zip(*predictor.predict_with_heatmaps(pixels, [x.inverted for x in xrays])))
         outputs = []  # (heatmap, probabilities, decision text) per upload
         for xray, message in rows:
             if xray is None:
                 outputs.append((None, None, message))
                 continue
             prediction, cam = next(results)
-            outputs.append((
-                overlay(xray.image, cam),
-                prediction.probabilities,
-                f"**{prediction.decision.capitalize()}**: P({positive}) = {prediction.probabilities[positive]:.3f}, "
-                f"{predictor.calibration.describe_threshold()}.",
-            ))
+            if prediction.probabilities is None:  # the learned check: not an X-ray
+                outputs.append((None, None, f"**This does not look like an X-ray** ({FAR_FROM_XRAYS}), so no "
+                                            f"fracture probability is given."))
+                continue
+            text = (f"**{prediction.decision.capitalize()}**: P({positive}) = "
+                    f"{prediction.probabilities[positive]:.3f}, {predictor.calibration.describe_threshold()}.")
+            if prediction.warning:
+                text += f"\n\n**Warning**: {prediction.warning}"
+            outputs.append((overlay(xray.image, cam), prediction.probabilities, text))
         images, labels, decisions = (list(column) for column in zip(*outputs))
         return images, labels, decisions
 
@@ -115,7 +118,8 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
                 heatmap = gr.Image(label="Grad-CAM: where the model sees evidence of a fracture", type="pil",
                                    format="jpeg", interactive=False, elem_id="heatmap")
         gr.Markdown("Heatmaps show what drove the score, not where a fracture is; they can point at "
-                    "labels, borders or implants. Images that do not look like X-rays are refused.")
+                    "labels, borders or implants. Images that do not look like X-rays are refused, and X-rays "
+                    "unlike the training data get a warning.")
         button.click(classify, inputs=upload, outputs=[heatmap, label, decision], api_name="predict",
                      batch=True, max_batch_size=MAX_BATCH, concurrency_limit=1)
     demo.queue(max_size=512)

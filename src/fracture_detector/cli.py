@@ -18,6 +18,7 @@ from .decode import DICOM_SUFFIXES
 from .hub import HubError, push
 from .model import ModelError
 
+UNFAMILIAR_XRAY = "X-ray unlike the training data"  # xray_check.UNFAMILIAR (that module imports torch)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 
 
@@ -64,9 +65,12 @@ def run_predict(args: argparse.Namespace) -> int:
     results = predictor.predict_files(files, args.batch_size, args.workers, check=not args.no_xray_check,
                                       heatmaps=bool(args.heatmaps))
     for r in tqdm(results, total=len(files), unit="file", disable=args.quiet):
-        record = {"path": str(r.source), "probabilities": None, "decision": None, "error": r.error, "heatmap": None}
+        record = {"path": str(r.source), "probabilities": None, "decision": None, "xray_check": None,
+                  "distance": None, "inverted": None, "warning": None, "error": r.error, "heatmap": None}
         if r.prediction:
-            record.update(probabilities=r.prediction.probabilities, decision=r.prediction.decision)
+            p = r.prediction
+            record.update(probabilities=p.probabilities, decision=p.decision, xray_check=p.check,
+                          distance=p.distance, inverted=p.inverted, warning=p.warning)
         if r.heatmap is not None:
             out = heatmap_path(Path(args.heatmaps), Path(r.source), taken)
             overlay(r.xray.image, r.heatmap).save(out)
@@ -93,17 +97,22 @@ def print_table(records: list[dict], positive: str, threshold: float) -> None:
         if r["error"]:
             print(f"{path:<{width}}  {'-':>14}  error: {r['error']}")
         else:
-            print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}")
+            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == UNFAMILIAR_XRAY else ""
+            print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}{unlike}")
 
 
 def write_csv(out: Path, records: list[dict], label_names: list[str]) -> None:
-    columns = ["path", *(f"p_{name.replace(' ', '_')}" for name in label_names), "decision", "error", "heatmap"]
+    columns = ["path", *(f"p_{name.replace(' ', '_')}" for name in label_names), "decision", "xray_check",
+               "distance", "inverted", "error", "heatmap"]
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for r in records:
             probs = [f"{r['probabilities'][n]:.6f}" if r["probabilities"] else "" for n in label_names]
-            writer.writerow([r["path"], *probs, r["decision"] or "", r["error"] or "", r["heatmap"] or ""])
+            distance = "" if r["distance"] is None else f"{r['distance']:.4f}"
+            inverted = "" if r["inverted"] is None else str(r["inverted"]).lower()
+            writer.writerow([r["path"], *probs, r["decision"] or "", r["xray_check"] or "", distance, inverted,
+                             r["error"] or "", r["heatmap"] or ""])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("--heatmaps", metavar="DIR", help="write a Grad-CAM overlay per classified file")
     pred.add_argument("--batch-size", type=int, default=64)
     pred.add_argument("--workers", type=int, default=4, help="threads decoding images")
-    pred.add_argument("--no-xray-check", action="store_true", help="classify even images that do not look like X-rays")
+    pred.add_argument("--no-xray-check", action="store_true",
+                      help="give probabilities even for images that do not look like X-rays (the xray_check "
+                           "column still says what it found)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
 
     push_p = sub.add_parser("push", help="upload a saved model folder to a Hub (token from HF_TOKEN)")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import dedup
 from .calibration import POSITIVE_LABEL
 from .decode import DecodeError, decode_image
-from .preprocess import IMAGE_SIZE, to_pixels
+from .preprocess import IMAGE_SIZE, to_pixels, upright
 
 SPLITS = ("train", "val", "test")
 # Gzipped: one row per input file (10,562 for the Kaggle data) must fit the 10 MB model folder.
@@ -192,7 +192,8 @@ def decode_records(
             image = decode_image(contents[h])
         except DecodeError as e:
             return e.reason
-        return to_pixels(image, image_size), to_pixels(image, dedup.GRID)
+        # Copies are found on the image as shipped, so the groups and the split do not depend on preprocessing.
+        return to_pixels(upright(image)[0], image_size), to_pixels(image, dedup.GRID)
 
     with ThreadPoolExecutor(workers) as pool:
         decoded = list(tqdm(pool.map(decode, hashes), total=len(hashes), desc="decoding", unit="img"))

@@ -23,13 +23,14 @@ from huggingface_hub.errors import (
 
 from .card import render_model_card
 from .model import REQUIRED_FILES, check_model_folder
+from .xray_check import STATS_FILE
 
 # What a push uploads: weights as safetensors only, never pickles; no training checkpoints.
 # README.md is not in the list: the card is rendered for the target repository.
-PUSH_PATTERNS = ("config.json", "model.safetensors", "metrics.json", "data_report.json",
+PUSH_PATTERNS = ("config.json", "model.safetensors", STATS_FILE, "metrics.json", "data_report.json",
                  "train_config.json", "split_manifest.csv.gz", "*.png")
-# What loading a model downloads: enough to predict and to show its results.
-DOWNLOAD_PATTERNS = (*REQUIRED_FILES, "metrics.json")
+# What loading a model downloads: enough to predict, check inputs and show its results.
+DOWNLOAD_PATTERNS = (*REQUIRED_FILES, STATS_FILE, "metrics.json")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 

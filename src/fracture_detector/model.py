@@ -118,6 +118,7 @@ def save_model(
     calibration: Calibration,
     image_size: int = IMAGE_SIZE,
     half: bool = False,
+    equalize: bool = False,
 ) -> None:
     """Write `config.json` + `model.safetensors` with timm's `save_for_hf`.
 
@@ -125,8 +126,9 @@ def save_model(
     class, positive label, target sensitivity) sits at the root of `config.json`, beside
     timm's own fields. With `half`, the weights are stored as fp16 (half the size; timm
     loads them into its fp32 model as they are, so call `round_to_half` before scoring).
+    `equalize` records that inputs are histogram-equalised after resizing (`preprocess.equalize`).
     """
-    model_config = {"label_names": list(label_names), **calibration.to_config()}
+    model_config = {"label_names": list(label_names), **calibration.to_config(), "equalize": equalize}
     # safetensors refuses strided tensors: channels_last conv weights must be packed first.
     model = model.to(memory_format=torch.contiguous_format)
     if half:

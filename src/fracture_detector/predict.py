@@ -1,14 +1,18 @@
-"""`Predictor`: a saved model with its preprocessing, labels and calibration; and which model to load.
+"""`Predictor`: a saved model with its preprocessing, labels, calibration and X-ray check; and which model to load.
 
 The app and the CLI both classify through it: one file (`predict`), pixel grids
 (`predict_pixels`), or many files with decoding in parallel threads (`predict_files`).
-`resolve_model` turns a model spec (the bundled default, `hf-hub:ORG/NAME[@REV]`,
-`local-dir:PATH` or a path) into a local folder; `resolve_for_serving` adds the policy of
-a server that must start even when the Hub does not answer.
+Every prediction says what the X-ray check (`xray_check`) found: an X-ray like the
+training data, one unlike it (the probability comes with a warning), or not an X-ray (no
+probability). `resolve_model` turns a model spec (the bundled default,
+`hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a path) into a local folder;
+`resolve_for_serving` adds the policy of a server that must start even when the Hub does
+not answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,12 +26,22 @@ from . import hub
 from .calibration import Calibration
 from .decode import DecodeError, open_image
 from .heatmap import gradcam
-from .model import check_model_folder, load_model, predict_logits
-from .preprocess import to_pixels
+from .model import ModelError, check_model_folder, load_model, predict_logits
+from .preprocess import equalize, to_pixels, upright
 from .resources import BUNDLED_MODEL
-from .xray_check import not_an_xray_reason
+from .xray_check import (
+    NOT_AN_XRAY,
+    UNCHECKED,
+    UNFAMILIAR,
+    concat_stages,
+    load_feature_check,
+    not_an_xray_reason,
+    stage_statistics,
+    stage_widths,
+)
 
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
+FAR_FROM_XRAYS = "its features are far from those of every X-ray the model was trained on"
 
 
 class NotAnXrayError(DecodeError):
@@ -40,27 +54,52 @@ class NotAnXrayError(DecodeError):
 
 @dataclass
 class Prediction:
-    """Calibrated class probabilities for one image and the decision at the model's threshold."""
+    """Calibrated class probabilities for one image, the decision at the model's threshold, and what the
+    X-ray check found (`check`: "X-ray", "X-ray unlike the training data", "not an X-ray" or "not checked").
 
-    probabilities: dict[str, float]
-    fractured: bool
+    An image that is not an X-ray has no probabilities and no decision.
+    """
+
+    probabilities: dict[str, float] | None
+    fractured: bool | None
+    check: str = UNCHECKED
+    distance: float | None = None  # the check's score: 99% of validation X-rays are within 1
+    inverted: bool = False  # shown inverted (dark bone on white), so inverted back before scoring
 
     @property
     def decision(self) -> str:
+        if self.fractured is None:
+            return "not an X-ray"
         return "fracture suspected" if self.fractured else "no fracture detected"
+
+    @property
+    def warning(self) -> str | None:
+        """One sentence for the user when the check found something, else None."""
+        if self.check == NOT_AN_XRAY:
+            return f"This does not look like an X-ray ({FAR_FROM_XRAYS}), so no fracture probability is given."
+        notes = []
+        if self.check == UNFAMILIAR:
+            notes.append("This X-ray is unlike the ones the model was trained on, so its probability is less "
+                         "reliable.")
+        if self.inverted:
+            notes.append("It looked like a radiograph shown inverted (dark bone on white), so it was inverted "
+                         "back before scoring.")
+        return " ".join(notes) or None
 
 
 @dataclass
 class Xray:
-    """A decoded upload: the model's pixel grid and a grayscale copy for display."""
+    """A decoded upload: the model's pixel grid, a grayscale copy for display, and whether it was shown
+    inverted (and so inverted back, `preprocess.upright`)."""
 
     pixels: np.ndarray
     image: Image.Image
+    inverted: bool = False
 
 
 @dataclass
 class FileResult:
-    """One input of `Predictor.predict_files`: its prediction (and heatmap), or why it failed."""
+    """One input of `Predictor.predict_files`: its prediction (and heatmap), or why it failed or was refused."""
 
     source: str | Path
     xray: Xray | None = None
@@ -70,15 +109,16 @@ class FileResult:
 
 
 def read_xray(source: str | Path | bytes, image_size: int, check: bool = True) -> Xray:
-    """Decode `source` for the model; raises `DecodeError` (or `NotAnXrayError` when `check`)."""
+    """Decode `source` for the model; raises `DecodeError` (or `NotAnXrayError` when `check` and the
+    image is a colour or a blank one)."""
     image = open_image(source)
     if check and (reason := not_an_xray_reason(image)):
         name = "<bytes>" if isinstance(source, bytes) else str(source)
         raise NotAnXrayError(name, reason)
-    gray = image.convert("L")
+    gray, inverted = upright(image.convert("L"))
     pixels = to_pixels(gray, image_size)
     gray.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
-    return Xray(pixels, gray)
+    return Xray(pixels, gray, inverted)
 
 
 class Predictor:
@@ -96,37 +136,72 @@ class Predictor:
         self.label_names: list[str] = list(self.config["label_names"])
         self.positive = self.calibration.positive_index(self.label_names)
         self.image_size = int(self.config["pretrained_cfg"]["input_size"][-1])
-
-    def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
-        """uint8 pixel grids `(N, S, S)` (from `preprocess.to_pixels`) -> one Prediction each."""
-        return self._predictions(predict_logits(self.model, pixels))
+        self.equalize = bool(self.config.get("equalize", False))
+        self.feature_check = load_feature_check(model_dir)  # None: the cheap image statistics only
+        widths = stage_widths(self.model)
+        if self.feature_check is not None and self.feature_check.sizes != widths:
+            raise ModelError(f"{model_dir}: its X-ray check was fitted on feature stages of widths "
+                             f"{self.feature_check.sizes}, the model's are {widths}")
 
     @property
     def threshold(self) -> float:
         """The decision threshold on the calibrated probability of the positive class."""
         return self.calibration.threshold
 
-    def predict_with_heatmaps(self, pixels: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
-        """Predictions and Grad-CAM maps `(N, S, S)` in [0, 1] for the positive class, in one forward pass."""
-        logits, cams = gradcam(self.model, pixels, self.positive)
-        return self._predictions(logits), cams
+    def model_grids(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixel grids from `preprocess.to_pixels` as this model was trained on them (equalised if it was)."""
+        return equalize(pixels) if self.equalize else pixels
 
-    def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
-        probs = self.calibration.probabilities(logits)
-        return [
-            Prediction(
-                probabilities={name: float(p[i]) for i, name in enumerate(self.label_names)},
-                fractured=bool(p[self.positive] >= self.threshold),
-            )
-            for p in probs
-        ]
+    def predict_pixels(self, pixels: np.ndarray, inverted: Sequence[bool] | None = None,
+                       check: bool = True) -> list[Prediction]:
+        """uint8 pixel grids `(N, S, S)` (from `preprocess.to_pixels`) -> one Prediction each.
 
-    def predict(self, source: str | Path | bytes, check: bool = False) -> Prediction:
+        `inverted` marks grids that were inverted back (`Xray.inverted`; the predictions say
+        so). With `check`, an image that is not an X-ray gets no probabilities.
+        """
+        return self._classify(pixels, inverted, check, heatmaps=False)[0]
+
+    def predict_with_heatmaps(self, pixels: np.ndarray, inverted: Sequence[bool] | None = None,
+                              check: bool = True) -> tuple[list[Prediction], np.ndarray]:
+        """`predict_pixels` plus Grad-CAM maps `(N, S, S)` in [0, 1] for the positive class, in one forward pass."""
+        return self._classify(pixels, inverted, check, heatmaps=True)
+
+    def _classify(self, pixels: np.ndarray, inverted: Sequence[bool] | None, check: bool,
+                  heatmaps: bool) -> tuple[list[Prediction], np.ndarray | None]:
+        """One forward pass: logits (and Grad-CAM maps), and the X-ray check from the same pass's features."""
+        grids = self.model_grids(np.asarray(pixels))
+        # The hooks only where there is a check to read them: without one, the pass is the plain model's.
+        with stage_statistics(self.model) if self.feature_check else contextlib.nullcontext({}) as captured:
+            if heatmaps:
+                logits, cams = gradcam(self.model, grids, self.positive)
+            else:
+                logits, cams = predict_logits(self.model, grids), None
+        distances = [None] * len(grids)
+        if self.feature_check is not None and len(grids):
+            distances = self.feature_check.distance(concat_stages(captured)).tolist()
+        predictions = []
+        for p, distance, was_inverted in zip(self.calibration.probabilities(logits), distances,
+                                             inverted or [False] * len(grids)):
+            verdict = UNCHECKED if distance is None else self.feature_check.verdict(distance)
+            refused = check and verdict == NOT_AN_XRAY
+            predictions.append(Prediction(
+                probabilities=None if refused else {name: float(p[i]) for i, name in enumerate(self.label_names)},
+                fractured=None if refused else bool(p[self.positive] >= self.threshold),
+                check=verdict, distance=distance, inverted=bool(was_inverted),
+            ))
+        return predictions, cams
+
+    def predict(self, source: str | Path | bytes, check: bool = True) -> Prediction:
         """Decode one file (path or bytes) and classify it; raises `DecodeError` if unreadable.
 
-        With `check=True` it also raises `NotAnXrayError` for images that are not X-rays.
+        With `check` (the default) it raises `NotAnXrayError` for images that are not X-rays;
+        without it, they get probabilities too (and `check` still says what was found).
         """
-        return self.predict_pixels(read_xray(source, self.image_size, check).pixels[None])[0]
+        xray = read_xray(source, self.image_size, check)
+        prediction = self.predict_pixels(xray.pixels[None], [xray.inverted], check)[0]
+        if prediction.probabilities is None:
+            raise NotAnXrayError("<bytes>" if isinstance(source, bytes) else str(source), FAR_FROM_XRAYS)
+        return prediction
 
     def predict_files(
         self, sources: Sequence[str | Path], batch_size: int = 64, workers: int = 4, check: bool = True,
@@ -136,7 +211,8 @@ class Predictor:
 
         Threads decode the next batch while the model runs on this one (PIL releases the
         GIL while decoding). With `heatmaps`, the Grad-CAM maps come from the same forward
-        pass as the predictions. A file that fails gets `error` (why) and no prediction.
+        pass as the predictions. A file that fails gets `error` (why) and no prediction; one
+        that is not an X-ray gets `error` and a prediction without probabilities.
         """
 
         def load(source):
@@ -152,19 +228,23 @@ class Predictor:
                 loaded = list(upcoming)
                 if k + 1 < len(batches):
                     upcoming = pool.map(load, batches[k + 1])  # decoded while the model runs
-                good = [x.pixels for x in loaded if isinstance(x, Xray)]
+                good = [x for x in loaded if isinstance(x, Xray)]
                 predictions, cams = [], [None] * len(good)
-                if good and heatmaps:
-                    predictions, cams = self.predict_with_heatmaps(np.stack(good))
-                elif good:
-                    predictions = self.predict_pixels(np.stack(good))
+                if good:
+                    pixels, inverted = np.stack([x.pixels for x in good]), [x.inverted for x in good]
+                    predictions, maps = self._classify(pixels, inverted, check, heatmaps)
+                    cams = cams if maps is None else maps
                 results = iter(zip(predictions, cams))
                 for source, x in zip(batch, loaded):
-                    if isinstance(x, Xray):
-                        prediction, cam = next(results)
-                        yield FileResult(source, x, prediction, cam)
-                    else:
+                    if not isinstance(x, Xray):
                         yield FileResult(source, error=x)
+                        continue
+                    prediction, cam = next(results)
+                    if prediction.probabilities is None:
+                        yield FileResult(source, x, prediction, error=f"this does not look like an X-ray "
+                                                                      f"({FAR_FROM_XRAYS})")
+                    else:
+                        yield FileResult(source, x, prediction, cam)
 
 
 def resolve_model(model: str | Path | None = None, revision: str | None = None,

@@ -1,4 +1,4 @@
-"""The one preprocessing of this project: grayscale, squash-resize, scale to [0, 1], normalise.
+"""The one preprocessing of this project: grayscale, upright, squash-resize, scale to [0, 1], normalise.
 
 Training, evaluation, the app and the CLI all call these functions, and `data_config`
 writes the same choices into the model's `config.json` (timm's `pretrained_cfg`), so a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .decode import decode_image
 
@@ -21,6 +21,9 @@ IMAGE_SIZE = 224
 MEAN = (0.24,)
 STD = (0.22,)
 INTERPOLATION = "bilinear"
+# Mean gray level of the outer tenth of the image above which it is a radiograph shown inverted:
+# X-ray backgrounds are dark. bench/xray_check.py counts how many X-rays it turns, as shipped and inverted.
+INVERTED_BORDER = 128
 
 
 def data_config(image_size: int = IMAGE_SIZE) -> dict:
@@ -35,6 +38,20 @@ def data_config(image_size: int = IMAGE_SIZE) -> dict:
     }
 
 
+def upright(image: Image.Image) -> tuple[Image.Image, bool]:
+    """A grayscale radiograph shown inverted (dark bone on white, so a bright border) is inverted back.
+
+    Returns the image and whether it was inverted. Training, evaluation and prediction all
+    read images through this, so a plain timm user does the same before timm's transform.
+    """
+    a = np.asarray(image)
+    b = max(1, min(a.shape[:2]) // 10)
+    border = np.concatenate([a[:b].ravel(), a[-b:].ravel(), a[:, :b].ravel(), a[:, -b:].ravel()])
+    if border.mean() > INVERTED_BORDER:
+        return ImageOps.invert(image), True
+    return image, False
+
+
 def to_pixels(image: Image.Image, image_size: int = IMAGE_SIZE) -> np.ndarray:
     """Grayscale PIL image -> `(image_size, image_size)` uint8 array (aspect squashed, as timm's 'squash')."""
     if image.mode != "L":
@@ -42,9 +59,20 @@ def to_pixels(image: Image.Image, image_size: int = IMAGE_SIZE) -> np.ndarray:
     return np.array(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
 
 
+def equalize(pixels: np.ndarray) -> np.ndarray:
+    """Histogram-equalise each uint8 pixel grid `(N, S, S)` with PIL's `ImageOps.equalize`.
+
+    An option of the recipe (`--equalize`, recorded as `"equalize": true` in `config.json`):
+    it spreads dark, low-contrast films over the whole gray range. It runs on the resized
+    grid, so a plain timm user does the same with `ImageOps.equalize` after resizing.
+    """
+    return np.stack([np.asarray(ImageOps.equalize(Image.fromarray(grid))) for grid in pixels]) if len(pixels) \
+        else pixels
+
+
 def load_pixels(source, image_size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decode a file (path or bytes) straight to the model's uint8 pixel grid."""
-    return to_pixels(decode_image(source), image_size)
+    """Decode a file (path or bytes) straight to the model's uint8 pixel grid (upright)."""
+    return to_pixels(upright(decode_image(source))[0], image_size)
 
 
 def normalize(pixels: torch.Tensor, mean: tuple = MEAN, std: tuple = STD) -> torch.Tensor:

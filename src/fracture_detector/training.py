@@ -2,13 +2,15 @@
 
 Reads like a recipe: prepare the data (decode once, de-duplicate, split by copy group),
 train with AdamW + warmup + cosine (timm's scheduler), keep the best epoch by validation ROC-AUC, calibrate
-and pick the threshold on validation, score the clean test split beside the shipped one,
-and write everything in timm's Hub format. Runs as is on CPU or one GPU, and on several
+and pick the threshold on validation, fit the X-ray check (`xray_check.FeatureCheck`) on the
+training X-rays' features, score the clean test split beside the shipped one, and write
+everything in timm's Hub format. Runs as is on CPU or one GPU, and on several
 processes under `accelerate launch`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -47,7 +49,18 @@ from .model import (
     round_to_half,
     save_model,
 )
-from .preprocess import IMAGE_SIZE, normalize
+from .preprocess import IMAGE_SIZE, equalize, normalize
+from .xray_check import (
+    NOT_AN_XRAY,
+    STAGES,
+    STATS_FILE,
+    UNFAMILIAR,
+    FeatureCheck,
+    concat_stages,
+    load_feature_check,
+    stage_statistics,
+    stage_widths,
+)
 
 
 class TrainingError(RuntimeError):
@@ -80,6 +93,8 @@ class TrainConfig:
     augmentation: str = _option("standard", "how far the training augmentation reaches ('wide': darker, flatter, "
                                 "turned further, burnt-in R/L markers)", choices=tuple(AUGMENTATIONS))
     image_size: int = _option(IMAGE_SIZE, "square input size in pixels")
+    equalize: bool = _option(False, "histogram-equalise every resized image, in training and in prediction "
+                                    "(recorded in config.json)")
     seed: int = _option(0, "seed of the split, the sampling and the augmentation")
     target_sensitivity: float = _option(TARGET_SENSITIVITY, "the threshold is chosen for this validation sensitivity")
     precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
@@ -120,6 +135,8 @@ def prepare_data(cfg: TrainConfig, out_dir: Path | None, log=print):
         log(f"warning: {p}")
     if len(images.pixels) == 0:
         raise data_lib.DataError(f"no decodable images under {cfg.data}")
+    if cfg.equalize:
+        images.pixels = equalize(images.pixels)
     data_lib.assign_groups(images)
     data_lib.split_groups(images, seed=cfg.seed)
     locations = [data_lib.parse_source(spec)[1] for spec in cfg.data]
@@ -312,7 +329,9 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     model = model.float()
     if cfg.half_weights:
         round_to_half(model)  # every number below is then a number of the weights we ship
-    logits = predict_logits(model, images.pixels).cpu().numpy()
+    with stage_statistics(model) as captured:  # the X-ray check's features come from the same pass
+        logits = predict_logits(model, images.pixels).cpu().numpy()
+    features = concat_stages(captured)
     val = images.split == "val"
     temperature = fit_temperature(logits[val], images.labels[val])
     threshold = threshold_for_sensitivity(
@@ -332,6 +351,10 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
                                groups=images.groups[idx], bootstrap=cfg.bootstrap)
                 for name, idx in sets.items() if len(idx)}
 
+    feature_check = FeatureCheck.fit(
+        features[images.split == "train"],
+        {name: features[val & (images.sources == name)] for name in report["sources"]},
+        stage_widths(model))
     results = score(None)
     by_source = {name: score(name) for name in report["sources"]}
     curves = {}  # ROC curves of the clean test split: pooled and per source
@@ -347,9 +370,12 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         "results": results,
         "by_source": by_source,
         "history": state["history"],
+        "xray_check": xray_check_rates(feature_check, features, images),
         "wall_seconds": None if wall_start is None else round(time.time() - wall_start, 1),
     }
-    save_model(model, out_dir, label_names, calibration, cfg.image_size, half=cfg.half_weights)
+    save_model(model, out_dir, label_names, calibration, cfg.image_size, half=cfg.half_weights,
+               equalize=cfg.equalize)
+    feature_check.save(out_dir / STATS_FILE)
     write_json(out_dir / "metrics.json", metrics)
     save_plots(results, curves, label_names, out_dir)
     write_model_card(out_dir, metrics, report, asdict(cfg), label_names)
@@ -359,8 +385,26 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         for name, r in source_results.items():
             log(_summary_line(f"{source} {name}", r))
     log(f"temperature {temperature:.3f}, {calibration.describe_threshold()}")
+    for source, splits in metrics["xray_check"]["by_source"].items():
+        log(f"X-ray check, {source}: " + ", ".join(
+            f"{split} {r['refused']} refused and {r['unfamiliar']} unfamiliar of {r['images']}"
+            for split, r in splits.items()))
     log(f"model written to {out_dir}")
     return metrics
+
+
+def xray_check_rates(check: FeatureCheck, features: torch.Tensor, images: data_lib.Images) -> dict:
+    """The thresholds, and per source and clean split how many X-rays the check calls unfamiliar or refuses."""
+    verdicts = check.verdicts(features)
+    rates = {"stages": list(STAGES), "unfamiliar_above": check.unfamiliar_above,
+             "refuse_above": check.refuse_above, "by_source": {}}
+    for source in np.unique(images.sources):
+        rates["by_source"][source] = {}
+        for split in data_lib.SPLITS:
+            mine = verdicts[(images.sources == source) & (images.split == split)]
+            rates["by_source"][source][split] = {"images": len(mine), "unfamiliar": int((mine == UNFAMILIAR).sum()),
+                                                 "refused": int((mine == NOT_AN_XRAY).sum())}
+    return rates
 
 
 def _summary_line(name: str, r: dict) -> str:
@@ -384,8 +428,13 @@ def evaluate_folder(model_dir: str, data: list[str], bootstrap: int = 1000, log=
     images, problems = data_lib.decode_records(records, files, label_names, image_size)
     for p in problems:
         log(f"warning: {p}")
+    if config.get("equalize"):
+        images.pixels = equalize(images.pixels)
     data_lib.assign_groups(images)
-    logits = predict_logits(model, images.pixels).numpy()
+    check = load_feature_check(model_dir)  # None for a model without the learned X-ray check
+    with stage_statistics(model) if check else contextlib.nullcontext({}) as captured:
+        logits = predict_logits(model, images.pixels).numpy()
+    verdicts = check.verdicts(concat_stages(captured)) if check else None
 
     def score(source: str | None) -> dict[str, dict]:
         results = {}
@@ -395,6 +444,11 @@ def evaluate_folder(model_dir: str, data: list[str], bootstrap: int = 1000, log=
             results[split] = evaluate(logits[idx], images.labels[idx], label_names, calibration,
                                       groups=images.groups[idx], bootstrap=bootstrap)
             log(_summary_line(f"{source or 'pooled'} {split}", results[split]))
+            if verdicts is not None:  # what the X-ray check makes of these X-rays (scored above all the same)
+                results[split]["xray_check"] = {"refused": int((verdicts[idx] == NOT_AN_XRAY).sum()),
+                                                "unfamiliar": int((verdicts[idx] == UNFAMILIAR).sum())}
+                log(f"  X-ray check: {results[split]['xray_check']['refused']} refused and "
+                    f"{results[split]['xray_check']['unfamiliar']} unfamiliar of {len(idx)}")
         return results
 
     names = list(dict.fromkeys(r.source for r in records))
