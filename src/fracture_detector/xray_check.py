@@ -117,6 +117,7 @@ class Gaussian:
 
     @classmethod
     def fit(cls, x: torch.Tensor, rank: int = RANK) -> Gaussian:
+        """Fit on rows `(N, D)`: Ledoit-Wolf shrinkage keeps the covariance usable with few rows per dimension."""
         from sklearn.covariance import LedoitWolf
 
         covariance = torch.from_numpy(LedoitWolf().fit(x.double().numpy()).covariance_)
@@ -173,6 +174,7 @@ class FeatureCheck:
 
     @property
     def sizes(self) -> list[int]:
+        """Each stage's width (2 x its channels), as `stage_widths` gives them for the model."""
         return [len(stage.mean) for stage in self.stages]
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
