@@ -13,7 +13,7 @@
    - Tuning: looked at while the learned check's design (stages, score, thresholds) was
      chosen. The image files shipped with scikit-image, scikit-learn and matplotlib;
      synthetic documents, screenshots, blank/gradient images and charts; and a first
-     held-out set, which failed (a third of it got a probability, mostly grayscale photos)
+     held-out set, which failed (many of its images got a probability, mostly grayscale photos)
      and was then used to redesign the check: the package photos in grayscale and as
      negatives, an MRI slice, elevation maps and a 2-D function from matplotlib's sample
      data, fractal-noise and periodic textures, dark-mode documents, line drawings and
