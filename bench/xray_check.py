@@ -443,7 +443,8 @@ def non_xrays(predictor: Predictor, parts: dict, tmp: Path) -> dict:
             paths = []
             for name, source in sources.items():
                 if isinstance(source, bytes):
-                    path = tmp / f"{len(list(tmp.iterdir())):05d}_{Path(name).name}"
+                    path = tmp / part / category / Path(name).name  # names are unique within a category
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(source)
                     source = path
                 paths.append(source)

@@ -32,6 +32,11 @@ def _scores(r: dict) -> str:
             f"sensitivity {r['sensitivity']:.2f} and specificity {r['specificity']:.2f}")
 
 
+def refusal(finding: str) -> str:
+    """The one message for an image the X-ray check turned away, whichever stage of it did."""
+    return f"**This does not look like an X-ray** ({finding}), so no fracture probability is given."
+
+
 def headline(model_dir: Path) -> str:
     """The model's clean-test results from its `metrics.json` (if it has one): per source where it has several."""
     try:
@@ -60,7 +65,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
         try:
             return read_xray(path, predictor.image_size), None
         except NotAnXrayError as e:
-            return None, f"**This does not look like an X-ray** ({e.finding}), so no fracture probability is given."
+            return None, refusal(e.finding)
         except DecodeError as e:
             return None, f"**Could not read this file**: {e.reason}"
         except Exception as e:  # a bug must not fail the other uploads batched with this one
@@ -84,8 +89,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
                 continue
             prediction, cam = next(results)
             if prediction.probabilities is None:  # the learned check: not an X-ray
-                outputs.append((None, None, f"**This does not look like an X-ray** ({FAR_FROM_XRAYS}), so no "
-                                            f"fracture probability is given."))
+                outputs.append((None, None, refusal(FAR_FROM_XRAYS)))
                 continue
             text = (f"**{prediction.decision.capitalize()}**: P({positive}) = "
                     f"{prediction.probabilities[positive]:.3f}, {predictor.calibration.describe_threshold()}.")

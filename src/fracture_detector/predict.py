@@ -241,8 +241,8 @@ class Predictor:
                         continue
                     prediction, cam = next(results)
                     if prediction.probabilities is None:
-                        yield FileResult(source, x, prediction, error=f"this does not look like an X-ray "
-                                                                      f"({FAR_FROM_XRAYS})")
+                        refusal = NotAnXrayError(str(source), FAR_FROM_XRAYS)  # the same sentence as `predict`
+                        yield FileResult(source, x, prediction, error=refusal.reason)
                     else:
                         yield FileResult(source, x, prediction, cam)
 
