@@ -37,6 +37,10 @@ RUN pip install --no-cache-dir --no-deps .
 
 USER app
 
+# The bundled model's ONNX export (the package has no room for it) is built once here, into the app user's
+# cache (~/.cache/fracture-detector), instead of at the container's first start.
+RUN python -c "import fracture_detector; print(fracture_detector.load().backend)"
+
 ENV GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \

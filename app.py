@@ -24,11 +24,14 @@ def main() -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
+                        "bundled model; else PyTorch)")
     args = p.parse_args()
     try:
         model_dir, source = resolve_for_serving(args.model)
         print(f"Model: {source}", flush=True)
-        demo = build_demo(model_dir, source)
+        demo = build_demo(model_dir, source, args.backend)
     except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
     start(demo, args.host, args.port, args.share)

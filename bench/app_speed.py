@@ -1,19 +1,24 @@
-"""Speed of the demo: latency for one image, cold start to the first answer, and throughput with
-many concurrent `gradio_client` users against a single user.
+"""Speed of the demo: one image end to end, cold start to the first answer, and throughput with many
+concurrent `gradio_client` users, against a bare Gradio app measured in the same run.
 
-1. Latency, in-process (`--threads` torch threads): the model for one image (`predict_pixels`:
-   uint8 pixels to a calibrated prediction), the model with Grad-CAM, the whole per-request work
-   of the app (decode, X-ray check, model, Grad-CAM, overlay) and Grad-CAM in a batch of 32 per
-   image. Each is warmed up, then all run in alternating blocks of `--runs` calls for `--rounds`
-   rounds; p50 and p90 are taken per block and summarised by median, min and max.
+1. Latency, in-process (`--threads` threads), each path by ONNX Runtime (what the app runs) and,
+   for comparison, by PyTorch: one image end to end (`Predictor.predict` of a file: decode,
+   checks, model, calibration), the model alone (`predict_pixels`), the model with its heatmap,
+   the whole per-request work of the app (decode, checks, model, heatmap, overlay) and the model
+   with heatmaps in a batch of 32, per image. Each is warmed up, then all run in alternating
+   blocks of `--runs` calls for `--rounds` rounds; p50 and p90 are taken per block and
+   summarised by median, min and max.
 2. Cold start, `--cold-starts` times: from launching `python app.py` to the first `/predict`
-   answer over HTTP.
-3. Concurrency, against one server: 1 user (the baseline) and U users (one `gradio_client.Client`
-   each, threads spread over a few client processes), R requests each, in alternating order for
-   `--rounds` rounds; predictions/s, errors and the server's CPU time per prediction. The ratio
-   shows what request batching (`batch=True`) buys. Clients and server share the machine.
+   answer over HTTP (the ONNX export of the bundled model already in the cache).
+3. Concurrency: the demo (`python app.py`) and a bare Gradio app (`bench/bare_app.py`: a
+   `gr.File` upload -> a `gr.Label` of fixed probabilities, `batch=True`, the demo's queue
+   settings) run side by side. Each gets 1 user and U users (one `gradio_client.Client` each,
+   threads spread over a few client processes), R requests each, in alternating order for
+   `--rounds` rounds: predictions/s, errors, the server's CPU time per prediction, and the demo
+   server's resident memory after each round of U users (it must level off). The bare app
+   measures what Gradio itself allows on this machine. Clients and servers share the machine.
 
-    python bench/app_speed.py [--users 32] [--requests 8] [--client-processes 4] [--threads 2] [--rounds 3]
+    python bench/app_speed.py [--users 32] [--requests 20] [--client-processes 4] [--threads 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -47,10 +52,13 @@ from common import (
 from fracture_detector.resources import example_xrays
 
 ROOT = Path(__file__).resolve().parents[1]
+BARE_APP = Path(__file__).resolve().parent / "bare_app.py"
 EXAMPLES = example_xrays()
 TARGET_P50_MS = 10.0
 TARGET_COLD_S = 8.0
-TARGET_PREDICTIONS_S = 100.0
+TARGET_SHARE_OF_BARE = 0.60
+TARGET_RSS_GROWTH = 0.10
+END_TO_END = "one image end to end (Predictor.predict of a file)"
 
 
 def p90(values: list[float]) -> float:
@@ -69,27 +77,31 @@ def latency_side(fn: Callable[[], object], runs: int, blocks: list[list[float]],
 
 
 def latencies(runs: int, rounds: int) -> dict:
-    """p50/p90 (ms) of each in-process path, in alternating blocks."""
+    """p50/p90 (ms) of each in-process path, by each runtime, in alternating blocks."""
     import numpy as np
 
     from fracture_detector.heatmap import overlay
     from fracture_detector.predict import Predictor, read_xray
 
-    predictor = Predictor()
-    pixels = read_xray(EXAMPLES[0], predictor.image_size).pixels[None]
-    batch = np.repeat(pixels, 32, axis=0)
+    paths = {}
+    for predictor in (Predictor(), Predictor(backend="torch")):
+        pixels = read_xray(EXAMPLES[0], predictor.image_size).pixels[None]
+        batch = np.repeat(pixels, 32, axis=0)
 
-    def whole_request() -> None:
-        x = read_xray(EXAMPLES[0], predictor.image_size)
-        _, cams = predictor.predict_with_heatmaps(x.pixels[None])
-        overlay(x.image, cams[0])
+        def whole_request(predictor=predictor) -> None:
+            x = read_xray(EXAMPLES[0], predictor.image_size)
+            _, cams = predictor.predict_with_heatmaps(x.pixels[None], [x.inverted])
+            overlay(x.image, cams[0])
 
-    paths = {
-        "model, one image (predict_pixels)": (lambda: predictor.predict_pixels(pixels), runs, 1),
-        "model + Grad-CAM, one image": (lambda: predictor.predict_with_heatmaps(pixels), runs, 1),
-        "whole request in-process (decode, check, model, Grad-CAM, overlay)": (whole_request, runs // 2, 1),
-        "model + Grad-CAM in a batch of 32, per image": (lambda: predictor.predict_with_heatmaps(batch), 10, 32),
-    }
+        by = f", {'ONNX Runtime' if predictor.backend == 'onnxruntime' else 'PyTorch'}"
+        paths |= {
+            END_TO_END + by: (lambda p=predictor: p.predict(EXAMPLES[0]), runs, 1),
+            "model, one image (predict_pixels)" + by: (lambda p=predictor, x=pixels: p.predict_pixels(x), runs, 1),
+            "model + heatmap, one image" + by: (lambda p=predictor, x=pixels: p.predict_with_heatmaps(x), runs, 1),
+            "whole request in-process (decode, checks, model, heatmap, overlay)" + by: (whole_request, runs // 2, 1),
+            "model + heatmaps in a batch of 32, per image" + by: (
+                lambda p=predictor, x=batch: p.predict_with_heatmaps(x), 10, 32),
+        }
     blocks: dict[str, list[list[float]]] = {k: [] for k in paths}
     p50s = alternate({k: latency_side(fn, n, blocks[k], per) for k, (fn, n, per) in paths.items()}, rounds)
     return {k: {"p50_ms": summary(p50s[k]), "p90_ms": summary([p90(b) for b in blocks[k][1:]]),
@@ -102,13 +114,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int) -> tuple[subprocess.Popen, float]:
-    """Launch `python app.py` and wait for its first /predict answer; returns the process and the seconds."""
+def start_app(port: int, script: Path = ROOT / "app.py") -> tuple[subprocess.Popen, float]:
+    """Launch `python app.py` (or another app script) and wait for its first /predict answer; returns the
+    process and the seconds."""
     from gradio_client import Client, handle_file
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:
@@ -144,9 +157,10 @@ def user_session(url: str, first: int, users: int, requests: int) -> list[str]:
         for r in range(requests):
             example = EXAMPLES[(first + k + r) % len(EXAMPLES)]
             try:
-                _, label, decision = clients[k].predict(handle_file(str(example)), api_name="/predict")
+                answer = clients[k].predict(handle_file(str(example)), api_name="/predict")
+                label = answer[1] if isinstance(answer, tuple | list) else answer  # the demo: (heatmap, label, text)
                 if not label or "confidences" not in label:
-                    errors.append(f"{example.name}: no probabilities: {decision}")
+                    errors.append(f"{example.name}: no probabilities: {answer}")
             except Exception as e:  # every failure is counted and described
                 errors.append(f"{example.name}: {type(e).__name__}: {e}"[:300])
         return errors
@@ -159,6 +173,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def load_side(url: str, server_pid: int, users: int, requests: int, processes: int,
@@ -178,76 +200,89 @@ def load_side(url: str, server_pid: int, users: int, requests: int, processes: i
             seconds = time.perf_counter() - t
         n = users * requests
         details.append({"predictions": n, "errors": len(errors), "error_messages": errors[:5], "seconds": seconds,
-                        "server_cpu_ms_per_prediction": (cpu_seconds(server_pid) - cpu) / n * 1000})
+                        "server_cpu_ms_per_prediction": (cpu_seconds(server_pid) - cpu) / n * 1000,
+                        "server_rss_mb_after": rss_mb(server_pid)})
         return n / seconds
 
     return measure
 
 
 def concurrency(users: int, requests: int, processes: int, rounds: int) -> dict:
-    """1 user against `users` users on one server, alternating."""
-    port = free_port()
-    proc, _ = start_app(port)
-    url = f"http://127.0.0.1:{port}/"
-    one, many = f"1 user, {users * requests // 4} requests", f"{users} users, {requests} requests each"
-    details: dict[str, list[dict]] = {one: [], many: []}
+    """The demo and the bare Gradio app, each at 1 user and at `users` users, alternating."""
+    ports = {"demo": free_port(), "bare Gradio app": free_port()}
+    servers = {"demo": start_app(ports["demo"])[0]}
+    servers["bare Gradio app"] = start_app(ports["bare Gradio app"], BARE_APP)[0]
+    sides, details = {}, {}
     try:
-        rates = alternate({one: load_side(url, proc.pid, 1, users * requests // 4, 1, details[one]),
-                           many: load_side(url, proc.pid, users, requests, processes, details[many])}, rounds)
+        for name, proc in servers.items():
+            url = f"http://127.0.0.1:{ports[name]}/"
+            for n, r in ((1, users * requests // 4), (users, requests)):
+                side = f"{name}, {n} user{'s' if n > 1 else ''}, {r} requests{' each' if n > 1 else ''}"
+                details[side] = []
+                sides[side] = load_side(url, proc.pid, n, r, processes if n > 1 else 1, details[side])
+        rates = alternate(sides, rounds)
     finally:
-        stop(proc)
+        for proc in servers.values():
+            stop(proc)
     details = {k: v[1:] for k, v in details.items()}  # the first of each is the untimed warm-up
-    return {"one": one, "many": many, "predictions_per_second": rates, "details": details,
-            "ratio": ratios(rates[many], rates[one])}
+    demo_many, bare_many = [k for k in sides if k.startswith("demo") and "users" in k][0], \
+        [k for k in sides if k.startswith("bare") and "users" in k][0]
+    return {"many": demo_many, "bare_many": bare_many, "predictions_per_second": rates, "details": details,
+            "share_of_bare": ratios(rates[demo_many], rates[bare_many])}
 
 
 def report(lat: dict, cold: list[float], conc: dict, args: argparse.Namespace) -> tuple[dict, str]:
-    model_p50 = lat["model, one image (predict_pixels)"]["p50_ms"]["median"]
+    end_to_end = lat[END_TO_END + ", ONNX Runtime"]["p50_ms"]["median"]
     cold_s = summary(cold)["median"]
     many = conc["many"]
-    rate = summary(conc["predictions_per_second"][many])["median"]
-    errors = sum(d["errors"] for d in conc["details"][many])
-    cpu = [d["server_cpu_ms_per_prediction"] for d in conc["details"][many]]
+    errors = sum(d["errors"] for k in (many, conc["bare_many"]) for d in conc["details"][k])
+    share = summary(conc["share_of_bare"])["median"]
+    cpu = {k: [d["server_cpu_ms_per_prediction"] for d in v] for k, v in conc["details"].items()}
+    rss = [d["server_rss_mb_after"] for d in conc["details"][many]]
+    growth = rss[-1] / rss[0] - 1
     lat_rows = [[k, fmt_range(v["p50_ms"]["runs"]), fmt_range(v["p90_ms"]["runs"])] for k, v in lat.items()]
-    rate_rows = [[k, fmt_range(v)] for k, v in conc["predictions_per_second"].items()]
+    rate_rows = [[k, fmt_range(v), fmt_range(cpu[k], "{:.0f}")] for k, v in conc["predictions_per_second"].items()]
     markdown = "\n".join([
-        f"`{command_line()}`: {args.threads} torch threads in-process, median of {args.rounds} alternating "
+        f"`{command_line()}`: {args.threads} threads in-process, median of {args.rounds} alternating "
         f"runs (min, max); cold start {len(cold)} runs.",
         "",
         md_table(["in-process latency", "p50 (ms)", "p90 (ms)"], lat_rows),
         "",
-        md_table(["over HTTP (one server)", "predictions/s"], rate_rows),
+        md_table(["over HTTP", "predictions/s", "server CPU per prediction (ms)"], rate_rows),
         "",
         md_table(["", "measured", "target", ""], [
-            ["model inference, one image, p50", f"{model_p50:.1f} ms", f"<= {TARGET_P50_MS:g} ms",
-             met(model_p50 <= TARGET_P50_MS)],
+            ["one image end to end (ONNX Runtime), p50", f"{end_to_end:.1f} ms", f"<= {TARGET_P50_MS:g} ms",
+             met(end_to_end <= TARGET_P50_MS)],
             ["cold start to the first answer", fmt_range(cold) + " s", f"<= {TARGET_COLD_S:g} s",
              met(cold_s <= TARGET_COLD_S)],
-            [f"{args.users} users", f"{rate:.1f} predictions/s, {errors} errors",
-             f">= {TARGET_PREDICTIONS_S:g} predictions/s, 0 errors",
-             met(rate >= TARGET_PREDICTIONS_S and errors == 0)],
-            [f"{args.users} users / 1 user", fmt_ratio(conc["ratio"]), "", ""],
-            ["server CPU per prediction", fmt_range(cpu, "{:.0f}") + " ms", "", ""],
+            [f"demo / bare Gradio app, {args.users} users", fmt_ratio(conc["share_of_bare"]),
+             f">= {TARGET_SHARE_OF_BARE:.0%}, 0 errors", met(share >= TARGET_SHARE_OF_BARE and errors == 0)],
+            [f"errors, {args.users} users (demo + bare app)", str(errors), "0", met(errors == 0)],
+            [f"demo server RSS after each round of {args.users} users", " -> ".join(f"{v:.0f}" for v in rss)
+             + f" MB ({growth:+.1%} third vs first)", f"within {TARGET_RSS_GROWTH:.0%}",
+             met(abs(growth) <= TARGET_RSS_GROWTH)],
         ]),
     ])
     results = {"latency": lat, "cold_start_seconds": summary(cold),
                "predictions_per_second": {k: summary(v) for k, v in conc["predictions_per_second"].items()},
-               "load_details": conc["details"], "ratio_many_vs_one": summary(conc["ratio"]),
-               "users": args.users, "requests_per_user": args.requests, "client_processes": args.client_processes,
-               "targets": {"model_p50_ms": TARGET_P50_MS, "cold_start_s": TARGET_COLD_S,
-                           "predictions_per_second": TARGET_PREDICTIONS_S}}
+               "load_details": conc["details"], "share_of_bare_app": summary(conc["share_of_bare"]),
+               "demo_rss_mb_after_rounds": rss, "users": args.users, "requests_per_user": args.requests,
+               "client_processes": args.client_processes,
+               "targets": {"end_to_end_p50_ms": TARGET_P50_MS, "cold_start_s": TARGET_COLD_S,
+                           "share_of_bare_app": TARGET_SHARE_OF_BARE, "rss_growth": TARGET_RSS_GROWTH}}
     return results, markdown
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, default=32)
-    p.add_argument("--requests", type=int, default=8, help="per user")
+    p.add_argument("--requests", type=int, default=20, help="per user")
     p.add_argument("--runs", type=int, default=100, help="timed calls per latency block")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cold-starts", type=int, default=3)
     p.add_argument("--client-processes", type=int, default=4, help="processes the users are spread over")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for the in-process latency")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the in-process latency (ONNX Runtime "
+                                                          "uses one per core)")
     add_out_argument(p, __file__)
     args = p.parse_args()
     import torch

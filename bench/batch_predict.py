@@ -5,11 +5,11 @@ predict` runs) against a tuned naive loop, plus the model's compute bound on thi
   the bundled model in fp32 eager mode at batch 1 (default memory layout), under `torch.no_grad`.
   Measured as a plain loop and with a batch-1 DataLoader decoding in 1 worker, each with 1 and
   2 torch threads; the fastest setting (by median) is the baseline.
-- predict_files: decoding in threads while the model runs, batches of 64, channels_last, the
-  X-ray check on (as the CLI runs by default), 2 torch threads.
-- predict_files + torch.compile: the same with the model compiled (compile time measured once,
-  not counted); it is not offered in the CLI.
-- batched model: the model alone (`predict_logits`, batch 64) on already decoded pixels.
+- predict_files: decoding in threads while the model runs, batches of 64, the X-ray check on (as
+  the CLI runs by default), 2 threads; the model run by ONNX Runtime (the CLI's default for the
+  bundled model) and by PyTorch (channels_last; the fallback without model.onnx).
+- batched model: the model alone (`Predictor.forward`: logits, feature map and the check's
+  statistics, batch 64) on already decoded pixels, by each runtime.
 - compute bound: the model's FLOPs per image (PyTorch's FlopCounterMode) against the FLOP/s this
   machine reaches on a 2048 x 2048 fp32 matrix multiply, as images/s.
 
@@ -45,7 +45,7 @@ from common import (
 from PIL import Image
 from torchvision import transforms
 
-from fracture_detector.model import load_model, model_inputs, predict_logits
+from fracture_detector.model import load_model, model_inputs
 from fracture_detector.predict import Predictor, read_xray
 from fracture_detector.resources import BUNDLED_MODEL
 
@@ -53,6 +53,8 @@ SUFFIXES = (".jpg", ".jpeg", ".png")
 NAIVE_SETTINGS = [("loop", 2), ("loop", 1), ("DataLoader, 1 worker", 2), ("DataLoader, 1 worker", 1)]
 THREADS = 2
 TARGET_RATIO = 5.0
+FILES_ONNX, FILES_TORCH = "predict_files, ONNX Runtime", "predict_files, PyTorch"
+MODEL_ONNX, MODEL_TORCH = "batched model alone (batch 64), ONNX Runtime", "batched model alone (batch 64), PyTorch"
 TARGET_BOUND = 0.40
 
 
@@ -116,8 +118,7 @@ def batched_model_side(predictor: Predictor, files: list[Path], repeats: int = 4
 
     def measure() -> float:
         torch.set_num_threads(THREADS)
-        return repeats * len(pixels) / timed(lambda: [predict_logits(predictor.model, pixels, 64)
-                                                      for _ in range(repeats)])
+        return repeats * len(pixels) / timed(lambda: [predictor.forward(pixels) for _ in range(repeats)])
 
     return measure
 
@@ -148,14 +149,13 @@ def bound_side(flops_per_image: float, n: int = 2048, repeats: int = 10) -> Call
 def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace) -> tuple[dict, str]:
     naive = {k: v for k, v in rates.items() if k.startswith("naive")}
     best = max(naive, key=lambda k: summary(naive[k])["median"])
-    speedup = ratios(rates["predict_files"], naive[best])
-    compiled = ratios(rates["predict_files + torch.compile"], naive[best])
-    model_share = ratios(rates["batched model alone (batch 64)"], rates["compute bound"])
-    files_share = ratios(rates["predict_files"], rates["compute bound"])
+    speedup = ratios(rates[FILES_ONNX], naive[best])
+    speedup_torch = ratios(rates[FILES_TORCH], naive[best])
+    model_share = ratios(rates[MODEL_ONNX], rates["compute bound"])
+    torch_share = ratios(rates[MODEL_TORCH], rates["compute bound"])
+    files_share = ratios(rates[FILES_ONNX], rates["compute bound"])
     pct = "{:.0%}"
     labels = {best: f"{best} **(baseline: fastest naive)**",
-              "predict_files + torch.compile": f"predict_files + torch.compile ({extra['compile_seconds']:.1f} s "
-                                               "compile, not counted)",
               "compute bound": f"compute bound ({extra['gflops_per_image']:.3f} GFLOPs/image at the fp32 "
                                "matmul rate)"}
     rows = [[labels.get(k, k), fmt_range(v)] for k, v in rates.items()]
@@ -169,17 +169,21 @@ def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace)
         md_table(["setting", "images/s"], rows),
         "",
         md_table(["", "measured", "target", ""], [
-            ["predict_files / fastest naive", fmt_ratio(speedup), f">= {TARGET_RATIO:g}x", met(ok_ratio)],
-            ["batched model / compute bound", fmt_range(model_share, pct), f">= {TARGET_BOUND:.0%}", met(ok_bound)],
-            ["predict_files / compute bound", fmt_range(files_share, pct), "", ""],
-            ["predict_files + torch.compile / fastest naive", fmt_ratio(compiled), "", ""],
+            ["predict_files (ONNX Runtime) / fastest naive", fmt_ratio(speedup), f">= {TARGET_RATIO:g}x",
+             met(ok_ratio)],
+            ["batched model (ONNX Runtime) / compute bound", fmt_range(model_share, pct), f">= {TARGET_BOUND:.0%}",
+             met(ok_bound)],
+            ["predict_files (PyTorch) / fastest naive", fmt_ratio(speedup_torch), "", ""],
+            ["batched model (PyTorch) / compute bound", fmt_range(torch_share, pct), "", ""],
+            ["predict_files (ONNX Runtime) / compute bound", fmt_range(files_share, pct), "", ""],
         ]),
     ])
     results = {
         **extra, "files": [str(f) for f in extra["files"]], "rounds": args.rounds, "threads": THREADS,
         "images_per_second": {k: summary(v) for k, v in rates.items()}, "naive_baseline": best,
-        "ratio_predict_files_vs_naive": summary(speedup), "ratio_compiled_vs_naive": summary(compiled),
-        "batched_model_share_of_bound": summary(model_share), "predict_files_share_of_bound": summary(files_share),
+        "ratio_predict_files_vs_naive": summary(speedup), "ratio_predict_files_torch_vs_naive": summary(speedup_torch),
+        "batched_model_share_of_bound": summary(model_share), "batched_torch_share_of_bound": summary(torch_share),
+        "predict_files_share_of_bound": summary(files_share),
         "target_ratio": TARGET_RATIO, "target_ratio_met": ok_ratio,
         "target_share_of_bound": TARGET_BOUND, "target_share_of_bound_met": ok_bound,
     }
@@ -198,20 +202,18 @@ def main() -> None:
     files = pick_files(args.data, args.images)
     for f in files:
         f.read_bytes()  # into the page cache, for every side alike
-    predictor, compiled = Predictor(), Predictor()
-    compiled.model = torch.compile(compiled.model)
-    size = compiled.model.pretrained_cfg["input_size"][-2:]
-    compile_seconds = timed(lambda: compiled.predict_pixels(np.zeros((64, *size), dtype=np.uint8)))
-    flops = model_flops(predictor)
+    predictor, torch_predictor = Predictor(), Predictor(backend="torch")
+    assert predictor.backend == "onnxruntime"
+    flops = model_flops(torch_predictor)
     classified: list[int] = []
     sides = {f"naive {how}, {t} torch threads": naive_side(files, how, t) for how, t in NAIVE_SETTINGS}
-    sides["predict_files"] = predict_files_side(predictor, files, classified)
-    sides["predict_files + torch.compile"] = predict_files_side(compiled, files, [])
-    sides["batched model alone (batch 64)"] = batched_model_side(predictor, files)
+    sides[FILES_ONNX] = predict_files_side(predictor, files, classified)
+    sides[FILES_TORCH] = predict_files_side(torch_predictor, files, [])
+    sides[MODEL_ONNX] = batched_model_side(predictor, files)
+    sides[MODEL_TORCH] = batched_model_side(torch_predictor, files)
     sides["compute bound"] = bound_side(flops)
     rates = alternate(sides, args.rounds)
-    extra = {"files": files, "compile_seconds": compile_seconds, "gflops_per_image": flops / 1e9,
-             "classified": classified}
+    extra = {"files": files, "gflops_per_image": flops / 1e9, "classified": classified}
     results, markdown = report(rates, extra, args)
     write_results(args.out, results, markdown, before)
 

@@ -9,6 +9,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ LFS_MAX_BYTES = 1_000_000
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the internet
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Exports of the bundled model to ONNX go to a fresh cache each session (and its subprocesses), so every
+# run builds it once, as a new user's first run does.
+os.environ.setdefault("FRACTURE_DETECTOR_CACHE", tempfile.mkdtemp(prefix="fracture-detector-cache-"))
 
 
 def make_xray(seed: int, size: int = 160, fractured: bool = False) -> Image.Image:

@@ -8,8 +8,11 @@
 __version__ = "0.1.0"
 
 
-def load(model=None, revision=None):
-    """Load a model as a `Predictor`: the bundled default, `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a path."""
+def load(model=None, revision=None, backend="auto"):
+    """Load a model as a `Predictor`: the bundled default, `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a path.
+
+    `backend`: "auto" (ONNX Runtime where there is a `model.onnx`, and for the bundled model), "onnx" or "torch".
+    """
     from .predict import load as _load  # imported here: torch and timm load only when needed
 
-    return _load(model, revision=revision)
+    return _load(model, revision=revision, backend=backend)

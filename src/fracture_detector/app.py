@@ -1,5 +1,5 @@
 """The Gradio demo: upload an X-ray (image or DICOM), get calibrated probabilities, the
-decision at the model's threshold and a Grad-CAM heatmap. `python app.py` serves it.
+decision at the model's threshold and a heatmap (`heatmap`). `python app.py` serves it.
 
 Requests are batched (`batch=True`): while the model runs, new uploads queue, and the next
 call takes up to `MAX_BATCH` of them at once, so throughput grows with concurrent users.
@@ -53,9 +53,9 @@ def headline(model_dir: Path) -> str:
         f"**{name}** ({r['groups']} distinct X-rays): {_scores(r)}" for name, r in by_source.items()) + "."
 
 
-def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None) -> gr.Blocks:
+def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None, backend: str = "auto") -> gr.Blocks:
     """The demo around one `Predictor`; `source` says where the model came from (shown on the page)."""
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, backend)
     positive = predictor.label_names[predictor.positive]
 
     def read_upload(path: str | None) -> tuple[Xray | None, str | None]:
@@ -72,7 +72,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
             return None, f"**Could not process this file** ({type(e).__name__})."
 
     def classify(paths: list[str | None]) -> tuple[list, list, list]:
-        """Batched: one model call and one Grad-CAM pass over every readable X-ray in the batch.
+        """Batched: one model call (logits, heatmaps and X-ray check) over every readable X-ray in the batch.
 
         Nothing raises: with `batch=True` an exception would fail every request in the batch,
         so a bad file gets its message in its own row.
@@ -119,7 +119,7 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None)
             with gr.Column():
                 label = gr.Label(num_top_classes=2, label="Calibrated probabilities", elem_id="probabilities")
                 decision = gr.Markdown(elem_id="decision")
-                heatmap = gr.Image(label="Grad-CAM: where the model sees evidence of a fracture", type="pil",
+                heatmap = gr.Image(label="Heatmap: where the model sees evidence of a fracture", type="pil",
                                    format="jpeg", interactive=False, elem_id="heatmap")
         gr.Markdown("Heatmaps show what drove the score, not where a fracture is; they can point at "
                     "labels, borders or implants. Images that do not look like X-rays are refused, and X-rays "

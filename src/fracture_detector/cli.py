@@ -1,6 +1,7 @@
 """Command line (`fracture-detector`, also `python -m fracture_detector`).
 
-    fracture-detector predict PATH... [--model M] [--json FILE] [--csv FILE] [--heatmaps DIR]
+    fracture-detector predict PATH... [--model M] [--json FILE] [--csv FILE] [--heatmaps DIR] [--backend B]
+    fracture-detector export MODEL_DIR [--output FILE]
     fracture-detector push FOLDER ORG/NAME [--private] [--revision BRANCH]
 """
 
@@ -53,7 +54,7 @@ def run_predict(args: argparse.Namespace) -> int:
             sys.exit(f"error: cannot write {out}: its folder does not exist")
     try:
         model_dir = resolve_model(args.model)
-        predictor = Predictor(model_dir)
+        predictor = Predictor(model_dir, args.backend)
     except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
     files = expand_inputs(args.paths)
@@ -85,7 +86,8 @@ def run_predict(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["error"]]
     for r in failed:
         print(f"failed: {r['path']}: {r['error']}", file=sys.stderr)
-    print(f"{len(records) - len(failed)} classified, {len(failed)} failed (model: {model_dir})", file=sys.stderr)
+    print(f"{len(records) - len(failed)} classified, {len(failed)} failed (model: {model_dir}, run by "
+          f"{predictor.backend})", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -125,13 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("--model", help="hf-hub:ORG/NAME[@REV] or a model folder (default: the bundled model)")
     pred.add_argument("--json", metavar="FILE", help="write one record per input as a JSON list")
     pred.add_argument("--csv", metavar="FILE", help="write one row per input as CSV")
-    pred.add_argument("--heatmaps", metavar="DIR", help="write a Grad-CAM overlay per classified file")
+    pred.add_argument("--heatmaps", metavar="DIR", help="write a heatmap overlay per classified file")
     pred.add_argument("--batch-size", type=int, default=64)
     pred.add_argument("--workers", type=int, default=4, help="threads decoding images")
     pred.add_argument("--no-xray-check", action="store_true",
                       help="give probabilities even for images that do not look like X-rays (the xray_check "
                            "column still says what it found)")
+    pred.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                      help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
+                           "bundled model; else PyTorch)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    export_p = sub.add_parser("export", help="write model.onnx for ONNX Runtime next to a saved model's weights")
+    export_p.add_argument("model_dir", metavar="MODEL_DIR")
+    export_p.add_argument("--output", metavar="FILE", help="where to write it (default: MODEL_DIR/model.onnx)")
 
     push_p = sub.add_parser("push", help="upload a saved model folder to a Hub (token from HF_TOKEN)")
     push_p.add_argument("folder")
@@ -142,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.command == "predict":
         sys.exit(run_predict(args))
+    if args.command == "export":
+        from .onnx_model import export
+
+        try:
+            print(f"wrote {export(args.model_dir, args.output)}")
+        except ModelError as e:
+            sys.exit(f"error: {e}")
+        return
     try:
         url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
     except (HubError, ModelError) as e:

@@ -1,9 +1,17 @@
-"""Grad-CAM heatmaps (Captum's `LayerGradCam`): where the model sees evidence of a fracture."""
+"""Heatmaps: where the model sees evidence of a fracture.
+
+For a head that is global average pooling + linear (timm's EfficientNets, RegNets, ResNets),
+the class activation map `sum_k w[c, k] * A_k` of the last feature map `A` comes from the
+forward pass alone (`class_activation_map`): it is exactly what the pooled logit averages.
+Other heads get Grad-CAM (Captum's `LayerGradCam`), which needs a backward pass.
+`bench/heatmaps.py` measures how the two agree on real X-rays.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from matplotlib import colormaps
 from PIL import Image
@@ -34,6 +42,43 @@ def gradcam(model: torch.nn.Module, pixels: np.ndarray, target: int) -> tuple[to
     cam = LayerAttribution.interpolate(cam.detach(), tuple(pixels.shape[-2:]), "bilinear")[:, 0]
     peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     return outputs[-1], (cam / peak).clamp(0, 1).numpy()
+
+
+def cam_weights(model: torch.nn.Module, target: int) -> torch.Tensor | None:
+    """The classifier's weights `(K,)` for class `target` if the head is average pooling + linear, else None.
+
+    Tested, not assumed from names: on random features, the head must give exactly the
+    linear map of their spatial mean (some heads have a convolution or an activation after
+    the pooling, and then no class activation map exists).
+    """
+    classifier = model.get_classifier()
+    if not isinstance(classifier, torch.nn.Linear) or not hasattr(model, "forward_head"):
+        return None
+    features = torch.randn(2, classifier.in_features, 3, 3, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        expected = F.linear(features.mean((2, 3)), classifier.weight, classifier.bias)
+        try:
+            got = model.forward_head(features)
+        except RuntimeError:  # the head expects another shape: not pooling + linear
+            got = None
+    model.train(was_training)
+    if got is None or got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4):
+        return None
+    return classifier.weight[target].detach().float().clone()
+
+
+def class_activation_map(features: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """CAM maps `(N, *size)` in [0, 1] from the last feature maps `(N, K, h, w)` and one class's weights `(K,)`.
+
+    Scaled as `gradcam` scales its maps: negative evidence cut at 0, upsampled
+    bilinearly, each map divided by its peak (a map with no positive evidence stays 0).
+    """
+    cam = torch.einsum("k,nkhw->nhw", weights, features.float()).clamp_min(0)
+    cam = F.interpolate(cam[:, None], size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    return (cam / peak).clamp(0, 1).numpy()
 
 
 def overlay(image: Image.Image, cam: np.ndarray) -> Image.Image:

@@ -23,14 +23,15 @@ from huggingface_hub.errors import (
 
 from .card import render_model_card
 from .model import REQUIRED_FILES, check_model_folder
+from .onnx_model import ONNX_FILE, check_export
 from .xray_check import STATS_FILE
 
 # What a push uploads: weights as safetensors only, never pickles; no training checkpoints.
 # README.md is not in the list: the card is rendered for the target repository.
-PUSH_PATTERNS = ("config.json", "model.safetensors", STATS_FILE, "metrics.json", "data_report.json",
+PUSH_PATTERNS = ("config.json", "model.safetensors", STATS_FILE, ONNX_FILE, "metrics.json", "data_report.json",
                  "train_config.json", "split_manifest.csv.gz", "*.png")
 # What loading a model downloads: enough to predict, check inputs and show its results.
-DOWNLOAD_PATTERNS = (*REQUIRED_FILES, STATS_FILE, "metrics.json")
+DOWNLOAD_PATTERNS = (*REQUIRED_FILES, STATS_FILE, ONNX_FILE, "metrics.json")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 
 
@@ -80,10 +81,13 @@ def push(
 
     The card is rendered for `repo_id` in memory and sent in the same commit as the files
     (`create_commit`, which `upload_folder` wraps), so the local folder is never modified,
-    whether the push succeeds or not. Raises `ModelError` for a folder that is not a model.
+    whether the push succeeds or not. Raises `ModelError` for a folder that is not a model,
+    or whose `model.onnx` was exported from other weights.
     """
     folder = Path(model_dir)
     check_model_folder(folder)
+    if (folder / ONNX_FILE).is_file():
+        check_export(folder / ONNX_FILE, folder)
     files = sorted({path for pattern in PUSH_PATTERNS for path in folder.glob(pattern) if path.is_file()})
     card = render_model_card(folder, repo_id).content.encode() if (folder / "metrics.json").is_file() else None
     if card is None and (folder / "README.md").is_file():

@@ -2,6 +2,7 @@
 
 The app and the CLI both classify through it: one file (`predict`), pixel grids
 (`predict_pixels`), or many files with decoding in parallel threads (`predict_files`).
+ONNX Runtime runs the model where there is a `model.onnx` (`onnx_model`), PyTorch otherwise.
 Every prediction says what the X-ray check (`xray_check`) found: an X-ray like the
 training data, one unlike it (the probability comes with a warning), or not an X-ray (no
 probability). `resolve_model` turns a model spec (the bundled default,
@@ -12,7 +13,6 @@ not answer.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +25,9 @@ from PIL import Image
 from . import hub
 from .calibration import Calibration
 from .decode import DecodeError, open_image
-from .heatmap import gradcam
-from .model import ModelError, check_model_folder, load_model, predict_logits
+from .heatmap import cam_weights, class_activation_map, gradcam
+from .model import ModelError, check_model_folder, load_model, model_inputs
+from .onnx_model import ONNX_FILE, OnnxSession, ServingModel, cached_export
 from .preprocess import equalize, to_pixels, upright
 from .resources import BUNDLED_MODEL
 from .xray_check import (
@@ -40,6 +41,7 @@ from .xray_check import (
     stage_widths,
 )
 
+BACKENDS = ("auto", "onnx", "torch")
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
 FAR_FROM_XRAYS = "its features are far from those of every X-ray the model was trained on"
 
@@ -124,24 +126,44 @@ def read_xray(source: str | Path | bytes, image_size: int, check: bool = True) -
 class Predictor:
     """Classify X-ray files or pixel grids exactly as training and evaluation did."""
 
-    def __init__(self, model_dir: str | Path = BUNDLED_MODEL):
-        """Load a saved model folder; `ModelError` (or `CalibrationError`) if it is not a calibrated model."""
+    def __init__(self, model_dir: str | Path = BUNDLED_MODEL, backend: str = "auto", log=None):
+        """Load a saved model folder; `ModelError` (or `CalibrationError`) if it is not a calibrated model.
+
+        `backend`: "onnx" runs the model with ONNX Runtime (the folder's `model.onnx`, or one
+        exported into the cache on first use), "torch" with PyTorch, and "auto" with ONNX
+        Runtime where the folder has `model.onnx` or is the bundled model, else PyTorch.
+        `log` (default: stderr) tells of a first-use export.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         check_model_folder(model_dir)
         self.model, self.config = load_model(model_dir)
         self.calibration = Calibration.from_config(self.config, f"{model_dir}/config.json")
         self.model.requires_grad_(False)  # inference only: Grad-CAM needs gradients of activations, not weights
         # Inputs are channels_last (model_inputs); a model in the same layout runs faster on CPU.
         self.model.to(memory_format=torch.channels_last)
+        self.serving = ServingModel(self.model)
         self.model_dir = Path(model_dir)
         self.label_names: list[str] = list(self.config["label_names"])
         self.positive = self.calibration.positive_index(self.label_names)
         self.image_size = int(self.config["pretrained_cfg"]["input_size"][-1])
         self.equalize = bool(self.config.get("equalize", False))
+        self.cam_weights = cam_weights(self.model, self.positive)  # None: heatmaps by Grad-CAM
         self.feature_check = load_feature_check(model_dir)  # None: the cheap image statistics only
         widths = stage_widths(self.model)
         if self.feature_check is not None and self.feature_check.sizes != widths:
             raise ModelError(f"{model_dir}: its X-ray check was fitted on feature stages of widths "
                              f"{self.feature_check.sizes}, the model's are {widths}")
+        self.session = None  # an OnnxSession when ONNX Runtime runs the model
+        onnx_file = self.model_dir / ONNX_FILE
+        if backend == "onnx" or (backend == "auto" and (onnx_file.is_file() or self.model_dir == BUNDLED_MODEL)):
+            path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, log)
+            self.session = OnnxSession(path, self.model_dir)
+
+    @property
+    def backend(self) -> str:
+        """What runs the model: "onnxruntime" or "torch"."""
+        return "torch" if self.session is None else "onnxruntime"
 
     @property
     def threshold(self) -> float:
@@ -163,22 +185,26 @@ class Predictor:
 
     def predict_with_heatmaps(self, pixels: np.ndarray, inverted: Sequence[bool] | None = None,
                               check: bool = True) -> tuple[list[Prediction], np.ndarray]:
-        """`predict_pixels` plus Grad-CAM maps `(N, S, S)` in [0, 1] for the positive class, in one forward pass."""
+        """`predict_pixels` plus heatmaps `(N, S, S)` in [0, 1] for the positive class (`heatmap`): class
+        activation maps from the same forward pass, or Grad-CAM where the head has none."""
         return self._classify(pixels, inverted, check, heatmaps=True)
 
     def _classify(self, pixels: np.ndarray, inverted: Sequence[bool] | None, check: bool,
                   heatmaps: bool) -> tuple[list[Prediction], np.ndarray | None]:
-        """One forward pass: logits (and Grad-CAM maps), and the X-ray check from the same pass's features."""
+        """One forward pass: logits, heatmaps, and the X-ray check from the same pass's features."""
         grids = self.model_grids(np.asarray(pixels))
-        # The hooks only where there is a check to read them: without one, the pass is the plain model's.
-        with stage_statistics(self.model) if self.feature_check else contextlib.nullcontext({}) as captured:
-            if heatmaps:
+        cams = None
+        if heatmaps and self.cam_weights is None:  # a head without a class activation map: Grad-CAM
+            with stage_statistics(self.model) as captured:
                 logits, cams = gradcam(self.model, grids, self.positive)
-            else:
-                logits, cams = predict_logits(self.model, grids), None
+            stats = concat_stages(captured) if len(grids) else None
+        else:
+            logits, features, stats = self.forward(grids)
+            if heatmaps:
+                cams = class_activation_map(features, self.cam_weights, grids.shape[-2:])
         distances = [None] * len(grids)
         if self.feature_check is not None and len(grids):
-            distances = self.feature_check.distance(concat_stages(captured)).tolist()
+            distances = self.feature_check.distance(stats).tolist()
         predictions = []
         for p, distance, was_inverted in zip(self.calibration.probabilities(logits), distances,
                                              inverted or [False] * len(grids)):
@@ -190,6 +216,18 @@ class Predictor:
                 check=verdict, distance=distance, inverted=bool(was_inverted),
             ))
         return predictions, cams
+
+    def forward(self, grids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Model-ready pixel grids `(N, S, S)` -> logits, last feature maps and X-ray check statistics
+        (`onnx_model.ServingModel`), by ONNX Runtime or PyTorch."""
+        if not len(grids):
+            return torch.zeros(0, len(self.label_names)), torch.zeros(0), torch.zeros(0)
+        inputs = model_inputs(self.model, grids)
+        if self.session is not None:
+            return self.session.run(inputs)
+        with torch.inference_mode():
+            logits, features, stats = self.serving(inputs)
+        return logits.float(), features, stats
 
     def predict(self, source: str | Path | bytes, check: bool = True) -> Prediction:
         """Decode one file (path or bytes) and classify it; raises `DecodeError` if unreadable.
@@ -210,7 +248,7 @@ class Predictor:
         """Classify many files in batches; yields one `FileResult` per source, in input order.
 
         Threads decode the next batch while the model runs on this one (PIL releases the
-        GIL while decoding). With `heatmaps`, the Grad-CAM maps come from the same forward
+        GIL while decoding). With `heatmaps`, the heatmaps come from the same forward
         pass as the predictions. A file that fails gets `error` (why) and no prediction; one
         that is not an X-ray gets `error` and a prediction without probabilities.
         """
@@ -287,6 +325,6 @@ def resolve_for_serving(model: str | Path | None = None) -> tuple[Path, str]:
     return folder, f"{spec} (revision {folder.name[:12]}) from {hub.endpoint()}"
 
 
-def load(model: str | Path | None = None, revision: str | None = None) -> Predictor:
+def load(model: str | Path | None = None, revision: str | None = None, backend: str = "auto") -> Predictor:
     """A `Predictor` for `model` (see `resolve_model`), with its preprocessing, labels and calibration."""
-    return Predictor(resolve_model(model, revision))
+    return Predictor(resolve_model(model, revision), backend)

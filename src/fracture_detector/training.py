@@ -49,6 +49,7 @@ from .model import (
     round_to_half,
     save_model,
 )
+from .onnx_model import export as onnx_export
 from .preprocess import IMAGE_SIZE, equalize, normalize
 from .xray_check import (
     NOT_AN_XRAY,
@@ -102,6 +103,7 @@ class TrainConfig:
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
     half_weights: bool = _option(True, "ship the weights as fp16 (half the size; the metrics are computed "
                                        "on the rounded weights)")
+    onnx: bool = _option(True, "also write model.onnx for ONNX Runtime (`fracture-detector export`)")
     resume: bool = _option(False, "continue the run in --output-dir from its last epoch")
     bootstrap: int = _option(1000, "bootstrap resamples for the confidence intervals")
 
@@ -376,6 +378,8 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     save_model(model, out_dir, label_names, calibration, cfg.image_size, half=cfg.half_weights,
                equalize=cfg.equalize)
     feature_check.save(out_dir / STATS_FILE)
+    if cfg.onnx:
+        onnx_export(out_dir)
     write_json(out_dir / "metrics.json", metrics)
     save_plots(results, curves, label_names, out_dir)
     write_model_card(out_dir, metrics, report, asdict(cfg), label_names)

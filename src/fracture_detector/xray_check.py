@@ -38,6 +38,9 @@ STAGES = (0, -2, -1)
 RANK = 128  # leading covariance directions kept per stage; the rest share one variance (keeps the file small)
 SCALE_QUANTILE = 0.99  # a stage's distances are divided by the largest per-source quantile on validation
 UNFAMILIAR_QUANTILE = 0.95  # X-rays beyond the largest per-source quantile of validation scores get a warning
+# Relative margin on both thresholds. The validation X-ray that sets a threshold scores exactly on it, and
+# the same image's score from ONNX Runtime differs from PyTorch's by about 1e-6: it must stay on its side.
+THRESHOLD_TOLERANCE = 1e-4
 
 FAMILIAR = "X-ray"
 UNFAMILIAR = "X-ray unlike the training data"
@@ -184,9 +187,9 @@ class FeatureCheck:
 
     def verdict(self, distance: float) -> str:
         """`FAMILIAR`, `UNFAMILIAR` or `NOT_AN_XRAY` for one score."""
-        if distance > self.refuse_above:
+        if distance > self.refuse_above * (1 + THRESHOLD_TOLERANCE):
             return NOT_AN_XRAY
-        return UNFAMILIAR if distance > self.unfamiliar_above else FAMILIAR
+        return UNFAMILIAR if distance > self.unfamiliar_above * (1 + THRESHOLD_TOLERANCE) else FAMILIAR
 
     def verdicts(self, features: torch.Tensor) -> np.ndarray:
         """`verdict` of each row of `concat_stages` features, as an array of strings."""

@@ -1,0 +1,137 @@
+"""The model exported to ONNX, and the ONNX Runtime session that the CLI and the app run it with.
+
+`model.onnx` (written by `export`, `fracture-detector export` and `train.py`) takes the
+normalised input `(N, 1, S, S)` that timm's transform gives (float32, any batch size) and
+returns, from one forward pass:
+
+- `logits` `(N, classes)`: divide by `config.json`'s `temperature`, softmax, compare the
+  positive class with its `threshold`;
+- `features` `(N, K, h, w)`: the last feature map, before global average pooling. With a
+  head that is average pooling + linear, the classifier's weights turn it into the class
+  activation map (`heatmap.class_activation_map`), a heatmap without a backward pass;
+- `xray_stats` `(N, D)`: the per-channel mean and deviation of the feature stages the
+  learned X-ray check reads (`xray_check.stage_statistics`), so the check runs too.
+
+The bundled model's folder has no room for `model.onnx` (the package keeps it under 10 MB),
+so `cached_export` builds it on first use into a cache folder, keyed by the weights' hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import ModelError, check_model_folder, load_model, model_inputs
+from .xray_check import concat_stages, stage_statistics
+
+ONNX_FILE = "model.onnx"
+OUTPUTS = ("logits", "features", "xray_stats")
+OPSET = 18
+# Where exports of folders that hold no model.onnx (the bundled model) are kept: one sub-folder per weights hash.
+CACHE = Path(os.environ.get("FRACTURE_DETECTOR_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fracture-detector")
+
+
+class ServingModel(torch.nn.Module):
+    """A timm classifier as it is served: logits, last feature map and the X-ray check's statistics, in one pass."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with stage_statistics(self.model) as captured:
+            features = self.model.forward_features(x)
+            logits = self.model.forward_head(features)
+        return logits, features, concat_stages(captured)
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """SHA-256 of the folder's `model.safetensors`: an export records it, so a stale `model.onnx` is caught."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export(model_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write `model_dir`'s model as ONNX (default: `model_dir/model.onnx`); returns the file's path.
+
+    Uses PyTorch's `torch.export`-based exporter, batch size dynamic. The file records the
+    hash of the weights it came from. Raises `ModelError` if `model_dir` is not a saved model.
+    """
+    import onnx  # the exporter's own dependency; imported here so that serving needs only onnxruntime
+
+    check_model_folder(model_dir)
+    out = Path(out or Path(model_dir) / ONNX_FILE)
+    model, config = load_model(model_dir)
+    size = int(config["pretrained_cfg"]["input_size"][-1])
+    example = model_inputs(model, np.zeros((2, size, size), np.uint8)).contiguous()
+    batch = torch.export.Dim("batch", min=1)
+    with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress; stdout is the caller's
+        program = torch.onnx.export(ServingModel(model).eval(), (example,), input_names=["pixels"],
+                                    output_names=list(OUTPUTS), dynamic_shapes=({0: batch},),
+                                    opset_version=OPSET, dynamo=True, verbose=False)
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {"weights_sha256": weights_digest(model_dir),
+                                        "label_names": ",".join(config["label_names"])})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside its destination and renamed: a reader (another process building the same cache) never
+    # sees half a file.
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".onnx.tmp", delete=False) as tmp:
+        tmp.write(proto.SerializeToString())
+    os.replace(tmp.name, out)
+    return out
+
+
+def check_export(path: str | Path, model_dir: str | Path) -> None:
+    """Raise `ModelError` unless the ONNX file at `path` was exported from `model_dir`'s weights."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    recorded = {prop.key: prop.value for prop in proto.metadata_props}.get("weights_sha256")
+    if recorded != weights_digest(model_dir):
+        raise ModelError(f"{path} was exported from other weights than {model_dir}/model.safetensors: "
+                         f"run `fracture-detector export {model_dir}` again")
+
+
+def cached_export(model_dir: str | Path, log=None) -> Path:
+    """The `model.onnx` of a folder that has none, built on first use into `CACHE` (`log`, default stderr, says so)."""
+    out = CACHE / weights_digest(model_dir)[:16] / ONNX_FILE
+    if not out.is_file():
+        (log or _to_stderr)(f"Exporting the model to ONNX for ONNX Runtime (once; kept in {out.parent})...")
+        export(model_dir, out)
+    return out
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class OnnxSession:
+    """`model.onnx` in an ONNX Runtime CPU session; `run` gives what `ServingModel` gives, as tensors."""
+
+    def __init__(self, path: str | Path, model_dir: str | Path, threads: int | None = None):
+        """Raises `ModelError` when the file was exported from other weights than `model_dir`'s."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or 0  # 0: one per physical core
+        options.inter_op_num_threads = 1  # the graph is a chain: no use for parallel branches
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        check_export(path, model_dir)
+        self.path = Path(path)
+
+    def run(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`(logits, features, xray_stats)` for normalised inputs `(N, 1, S, S)`."""
+        arrays = self.session.run(list(OUTPUTS), {"pixels": inputs.contiguous().numpy()})
+        return tuple(torch.from_numpy(a) for a in arrays)

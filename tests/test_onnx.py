@@ -1,0 +1,169 @@
+"""ONNX export and ONNX Runtime: the same probabilities, X-ray check and heatmaps as PyTorch, in the CLI,
+the demo and the model card's snippet; clear errors for folders without weights and stale exports."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, free_port, hub_client_env
+
+from fracture_detector.heatmap import gradcam
+from fracture_detector.model import ModelError
+from fracture_detector.onnx_model import ONNX_FILE
+from fracture_detector.predict import Predictor, read_xray
+from fracture_detector.resources import BUNDLED_MODEL, example_xrays
+
+# Pearson correlation of the class activation map with Grad-CAM on the fractured examples. Measured on the
+# bundled model: 0.85 to 0.96 (bench/heatmaps.py measures it on clean-test X-rays).
+CAM_AGREEMENT_FLOOR = 0.6
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """The bundled model run by ONNX Runtime (exported into the test session's cache) and by PyTorch."""
+    return Predictor(BUNDLED_MODEL), Predictor(BUNDLED_MODEL, backend="torch")
+
+
+@pytest.fixture()
+def without_onnx(trained, tmp_path):
+    """A copy of the tiny trained model without its model.onnx."""
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns(ONNX_FILE, "checkpoints"))
+    return folder
+
+
+def test_onnx_runtime_gives_pytorchs_probabilities_and_check(bundled):
+    onnx, torch_ = bundled
+    assert (onnx.backend, torch_.backend) == ("onnxruntime", "torch")
+    for path in example_xrays():
+        a, b = onnx.predict(path), torch_.predict(path)
+        for label in a.probabilities:
+            assert abs(a.probabilities[label] - b.probabilities[label]) < 1e-4, path.name
+        assert a.check == b.check and a.distance == pytest.approx(b.distance, rel=1e-4), path.name
+
+
+def test_cam_heatmap_has_the_xrays_shape_and_agrees_with_gradcam(bundled):
+    onnx, torch_ = bundled
+    fractured = [p for p in example_xrays() if p.name.startswith("fractured")]
+    pixels = np.stack([read_xray(p, onnx.image_size).pixels for p in fractured])
+    _, cams = onnx.predict_with_heatmaps(pixels)
+    _, torch_cams = torch_.predict_with_heatmaps(pixels)
+    _, grad_cams = gradcam(torch_.model, pixels, torch_.positive)
+    assert cams.shape == pixels.shape and cams.min() >= 0 and cams.max() <= 1
+    assert np.abs(cams - torch_cams).max() < 1e-3  # the same map from either runtime
+    for path, cam, reference in zip(fractured, cams, grad_cams):
+        assert np.corrcoef(cam.ravel(), reference.ravel())[0, 1] > CAM_AGREEMENT_FLOOR, path.name
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fracture_detector", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env=env or {**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+
+def test_cli_with_and_without_model_onnx(trained, without_onnx, tiny_folder, tmp_path):
+    assert (trained / ONNX_FILE).is_file()  # train.py exports it
+    images = tiny_folder / "test"
+    results = {}
+    for name, folder in (("onnx", trained), ("torch", without_onnx)):
+        proc = _cli("predict", images, "--model", folder, "--json", tmp_path / f"{name}.json", "--quiet",
+                    "--no-xray-check")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"run by {'onnxruntime' if name == 'onnx' else 'torch'})" in proc.stderr
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    for a, b in zip(results["onnx"], results["torch"]):
+        assert a["path"] == b["path"] and a["xray_check"] == b["xray_check"]
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+
+
+def test_export_writes_a_file_the_predictor_uses(without_onnx):
+    proc = _cli("export", without_onnx)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (without_onnx / ONNX_FILE).is_file() and str(without_onnx / ONNX_FILE) in proc.stdout
+    assert Predictor(without_onnx).backend == "onnxruntime"
+
+
+def test_export_of_a_folder_without_weights_is_a_clear_error(tmp_path):
+    proc = _cli("export", tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{tmp_path}: not a saved model folder (missing config.json, model.safetensors)" in proc.stderr
+
+
+def test_a_stale_model_onnx_is_refused(trained, without_onnx):
+    """model.onnx exported from other weights: loading it, and pushing it, say what to run."""
+    from safetensors.torch import load_file, save_file
+
+    from fracture_detector.hub import push
+
+    shutil.copy(trained / ONNX_FILE, without_onnx / ONNX_FILE)
+    weights = load_file(without_onnx / "model.safetensors")
+    weights[next(iter(weights))] += 1  # retrained, as far as model.onnx can tell
+    save_file(weights, without_onnx / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="exported from other weights.*fracture-detector export"):
+        Predictor(without_onnx)
+    with pytest.raises(ModelError, match="exported from other weights"):
+        push(without_onnx, "team/stale")
+
+
+def test_demo_with_and_without_model_onnx(trained, without_onnx, tiny_folder):
+    """The same /predict answers from the demo run by ONNX Runtime and by PyTorch."""
+    from gradio_client import Client, handle_file
+
+    from fracture_detector.app import build_demo, start
+
+    with gzip.open(trained / "split_manifest.csv.gz", "rt") as f:  # a validation X-ray: the tiny model accepts it
+        example = next(tiny_folder / row["path"] for row in csv.DictReader(f) if row["split"] == "val")
+    answers = {}
+    for folder in (trained, without_onnx):
+        demo = build_demo(folder)
+        try:
+            start(demo, "127.0.0.1", free_port())
+            heatmap, label, decision = Client(demo.local_url, verbose=False).predict(
+                handle_file(str(example)), api_name="/predict")
+        finally:
+            demo.close()
+        answers[folder] = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert heatmap and "threshold" in decision
+    onnx_answer, torch_answer = answers[trained], answers[without_onnx]
+    assert onnx_answer == pytest.approx(torch_answer, abs=1e-4)
+
+
+def test_the_cards_onnx_snippet_runs_on_the_pushed_model(hub_server, trained, tiny_folder, tmp_path):
+    """Push the model with its model.onnx to the test Hub, then run the card's ONNX Runtime code as it
+    stands on the Hub, in a process without this package and without PyTorch imported."""
+    from PIL import Image, ImageOps
+
+    env = hub_client_env(hub_server, tmp_path / "home", PYTHONPATH=str(ROOT / "src"))
+    push = _cli("push", trained, "team/onnx", env=env)
+    assert push.returncode == 0, push.stderr[-3000:]
+    card = _cli_download(env, "team/onnx", "README.md")
+    code = next(block for block in re.findall(r"```python\n(.*?)```", card, re.S) if "onnxruntime" in block)
+    image = next((tiny_folder / "test" / "fractured").glob("*.png"))
+    ImageOps.invert(Image.open(image)).save(tmp_path / "xray.png")
+    code += "\nimport sys\nassert 'torch' not in sys.modules and not any(m.startswith('fracture_detector') " \
+            "for m in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in env.items() if k != "PYTHONPATH"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = ast.literal_eval(proc.stdout.strip().splitlines()[-1])  # the snippet prints a dict of floats
+    served = Predictor(trained).predict(tmp_path / "xray.png", check=False)
+    assert served.inverted and printed == pytest.approx(served.probabilities, abs=1e-4)
+
+
+def _cli_download(env: dict, repo_id: str, filename: str) -> str:
+    code = ("import sys\nfrom huggingface_hub import hf_hub_download\n"
+            "print(open(hf_hub_download(sys.argv[1], sys.argv[2])).read())")
+    proc = subprocess.run([sys.executable, "-c", code, repo_id, filename], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
