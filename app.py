@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from fracture_detector.app import build_demo, start  # noqa: E402
+from fracture_detector.app import build_demo, limit_malloc_arenas, start  # noqa: E402
 from fracture_detector.hub import HubError  # noqa: E402
 from fracture_detector.model import ModelError  # noqa: E402
 from fracture_detector.predict import resolve_for_serving  # noqa: E402
@@ -28,6 +28,7 @@ def main() -> None:
                    help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
                         "bundled model; else PyTorch)")
     args = p.parse_args()
+    limit_malloc_arenas()  # before the model's and the server's threads: resident memory levels off under load
     try:
         model_dir, source = resolve_for_serving(args.model)
         print(f"Model: {source}", flush=True)

@@ -26,7 +26,9 @@
    Each image is turned away before the model, refused by the learned check, or given a
    probability (with or without the "unlike the training data" warning).
 4. Cost: one image end to end (`Predictor.predict` of an example file: decode, preprocess,
-   model, check) with the learned check and without it, alternating, median of `--rounds`.
+   model, check) as served by ONNX Runtime (the check's statistics computed in the exported
+   graph, then its distances) against a logits-only export of the same weights without the
+   check, alternating, median of `--rounds`.
 
     python bench/xray_check.py --data fracture-multi-region=/tmp/fmr roboflow-bone-fracture=/tmp/rbf \\
         [--model MODEL_DIR] [--extra DIR]
@@ -515,15 +517,39 @@ def real_xrays(predictor: Predictor, data: list[str], seed: int, tmp: Path) -> d
     return report
 
 
-def cost(predictor: Predictor, rounds: int) -> dict:
-    """One example file end to end, with the learned check and without it, alternating."""
+class LogitsOnly:
+    """The same weights exported to ONNX with the logits as the only output: the model without the check."""
+
+    def __init__(self, predictor: Predictor, folder: Path):
+        import onnxruntime as ort
+        import torch
+
+        size = predictor.image_size
+        example = torch.zeros(2, 1, size, size)
+        path = folder / "logits_only.onnx"
+        model = predictor.model.to(memory_format=torch.contiguous_format)
+        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True)
+        predictor.model.to(memory_format=torch.channels_last)
+        self.session = ort.InferenceSession(str(path), predictor.session.session.get_session_options(),
+                                            providers=["CPUExecutionProvider"])
+
+    def run(self, inputs):
+        import torch
+
+        return torch.from_numpy(self.session.run(None, {"pixels": inputs.contiguous().numpy()})[0]), None, None
+
+
+def cost(predictor: Predictor, rounds: int, folder: Path) -> dict:
+    """One example file end to end, as served (ONNX Runtime: the check's statistics in the graph, then its
+    distances) and with a logits-only export of the same weights and no check, alternating."""
     example = sorted(EXAMPLES.glob("*.jpg"))[0]
-    check = predictor.feature_check
+    check, served, plain = predictor.feature_check, predictor.session, LogitsOnly(predictor, folder)
 
     def run(with_check: bool) -> float:
-        predictor.feature_check = check if with_check else None
+        predictor.feature_check, predictor.session = (check, served) if with_check else (None, plain)
         seconds = min(timed(lambda: predictor.predict(example, check=False)) for _ in range(20))  # best of 20
-        predictor.feature_check = check
+        predictor.feature_check, predictor.session = check, served
         return seconds
 
     values = alternate({"with the check": lambda: run(True), "without": lambda: run(False)}, rounds)
@@ -556,7 +582,8 @@ def markdown(xrays: dict, others: dict, spent: dict) -> str:
                          "ROC-AUC as shipped", "inverted, served", "inverted, scored as they are",
                          "shipped files turned back"], inv_rows)
     return (f"`{command_line()}`\n\n{table}\n\nInverted radiographs (each clean-test X-ray saved inverted):\n\n"
-            f"{inverted}\n\nCost, one image end to end ({spent['example']}), with the learned check vs without: "
+            f"{inverted}\n\nCost, one image end to end by ONNX Runtime ({spent['example']}), with the learned check vs "
+            f"a logits-only export without it: "
             f"{fmt_ratio(spent['ratio'])}.")
 
 
@@ -570,14 +597,14 @@ def main() -> None:
     add_out_argument(p, __file__)
     args = p.parse_args()
     before = loadavg()
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, backend="onnx")
     if predictor.feature_check is None:
         raise SystemExit(f"{args.model} has no learned X-ray check (xray_check.safetensors)")
     split_seed = json.loads((Path(args.model) / "train_config.json").read_text()).get("seed", 0)
     with tempfile.TemporaryDirectory() as tmp:
         others = non_xrays(predictor, corpus(args.extra, args.seed), Path(tmp))
         xrays = real_xrays(predictor, args.data, split_seed, Path(tmp))
-    spent = cost(predictor, args.rounds)
+        spent = cost(predictor, args.rounds, Path(tmp))
     write_results(args.out, {"xrays": xrays, "non_xrays": others, "cost": spent,
                              "thresholds": {"unfamiliar_above": predictor.feature_check.unfamiliar_above,
                                             "refuse_above": predictor.feature_check.refuse_above}},

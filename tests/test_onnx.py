@@ -24,7 +24,7 @@ from fracture_detector.predict import Predictor, read_xray
 from fracture_detector.resources import BUNDLED_MODEL, example_xrays
 
 # Pearson correlation of the class activation map with Grad-CAM on the fractured examples. Measured on the
-# bundled model: 0.85 to 0.96 (bench/heatmaps.py measures it on clean-test X-rays).
+# bundled model: 0.84 to 0.96 (bench/heatmaps.py measures it on clean-test X-rays).
 CAM_AGREEMENT_FLOOR = 0.6
 
 
@@ -167,3 +167,13 @@ def _cli_download(env: dict, repo_id: str, filename: str) -> str:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
+
+
+def test_bundled_model_falls_back_to_pytorch_when_the_cache_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "FRACTURE_DETECTOR_CACHE": str(tmp_path / "file" / "cache")}
+    code = "import fracture_detector\nprint(fracture_detector.load().backend)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "torch"
+    assert "ONNX export failed" in proc.stderr and "running the model with PyTorch" in proc.stderr

@@ -8,6 +8,7 @@ call takes up to `MAX_BATCH` of them at once, so throughput grows with concurren
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import json
 from pathlib import Path
@@ -128,6 +129,22 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None,
                      batch=True, max_batch_size=MAX_BATCH, concurrency_limit=1)
     demo.queue(max_size=512)
     return demo
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas (as `MALLOC_ARENA_MAX` would); True if it could (Linux with glibc).
+
+    Each thread that allocates gets an arena of its own, and freed memory stays in it: under
+    many concurrent uploads (Gradio's worker threads decoding images) the server's resident
+    memory grew with every round of load. With two arenas it levels off (bench/app_speed.py
+    records it after each round). Call it before the server starts its threads.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to cap
+        return False
+    m_arena_max = -8  # from glibc's malloc.h
+    return bool(libc.mallopt(m_arena_max, arenas))
 
 
 def start(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:

@@ -150,14 +150,16 @@ def evaluate(
 
 
 def save_plots(results: dict[str, dict], curves: dict[str, tuple], label_names: list[str], out_dir: Path) -> None:
-    """Confusion matrices (PNG) and ROC curves for each evaluation set."""
-    import matplotlib
+    """Confusion matrices (PNG) and ROC curves for each evaluation set.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Plain `Figure`s, not pyplot: no global backend is switched, so a notebook that trains
+    keeps showing its own figures.
+    """
+    from matplotlib.figure import Figure
 
     names = list(results)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8))
+    fig = Figure(figsize=(4.2 * len(names), 3.8))
+    axes = fig.subplots(1, len(names))
     for ax, name in zip(np.atleast_1d(axes), names):
         cm = np.array(results[name]["confusion_matrix"])
         ax.imshow(cm, cmap="Blues")
@@ -170,9 +172,9 @@ def save_plots(results: dict[str, dict], curves: dict[str, tuple], label_names: 
         ax.set_title(name)
     fig.tight_layout()
     fig.savefig(out_dir / "confusion_matrix.png", dpi=80)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    fig = Figure(figsize=(4.5, 4.2))
+    ax = fig.subplots()
     for name, (is_pos, prob) in curves.items():
         if is_pos.any() and (~is_pos).any():
             fpr, tpr, _ = roc_curve(is_pos, prob)
@@ -183,7 +185,6 @@ def save_plots(results: dict[str, dict], curves: dict[str, tuple], label_names: 
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "roc_curve.png", dpi=80)
-    plt.close(fig)
 
 
 def write_json(path: Path, obj) -> None:

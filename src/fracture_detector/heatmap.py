@@ -19,6 +19,7 @@ from PIL import Image
 from .model import model_inputs
 
 OPACITY = 0.45  # of the heatmap over the X-ray
+JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # gray level -> colour
 
 
 def gradcam(model: torch.nn.Module, pixels: np.ndarray, target: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -82,9 +83,11 @@ def class_activation_map(features: torch.Tensor, weights: torch.Tensor, size: tu
 
 
 def overlay(image: Image.Image, cam: np.ndarray) -> Image.Image:
-    """The heatmap `cam` (any size, values in [0, 1]) coloured and laid over `image`, at the image's size."""
+    """The heatmap `cam` (any size, values in [0, 1]) coloured and laid over `image`, at the image's size.
+
+    8-bit throughout (a 256-colour table and PIL's blend): in the demo this ran in float
+    per pixel and cost more CPU than the model (README, the demo's speed; bench/profile_app.py).
+    """
     cam_image = Image.fromarray((cam * 255).astype(np.uint8), "L").resize(image.size, Image.BILINEAR)
-    coloured = colormaps["jet"](np.asarray(cam_image, dtype=np.float32) / 255.0)[..., :3]
-    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    blend = (1 - OPACITY) * base + OPACITY * coloured
-    return Image.fromarray((blend * 255).round().astype(np.uint8), "RGB")
+    coloured = Image.fromarray(JET[np.asarray(cam_image)], "RGB")
+    return Image.blend(image.convert("RGB"), coloured, OPACITY)

@@ -13,6 +13,7 @@ not answer.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -156,9 +157,16 @@ class Predictor:
                              f"{self.feature_check.sizes}, the model's are {widths}")
         self.session = None  # an OnnxSession when ONNX Runtime runs the model
         onnx_file = self.model_dir / ONNX_FILE
-        if backend == "onnx" or (backend == "auto" and (onnx_file.is_file() or self.model_dir == BUNDLED_MODEL)):
-            path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, log)
-            self.session = OnnxSession(path, self.model_dir)
+        bundled = self.model_dir.resolve() == BUNDLED_MODEL.resolve()
+        if backend == "onnx" or (backend == "auto" and (onnx_file.is_file() or bundled)):
+            try:
+                path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, log)
+            except OSError as e:  # e.g. a read-only cache folder
+                if backend == "onnx":
+                    raise ModelError(f"cannot export {model_dir} to ONNX: {e}") from None
+                print(f"ONNX export failed ({e}); running the model with PyTorch", file=sys.stderr, flush=True)
+            else:
+                self.session = OnnxSession(path, self.model_dir)
 
     @property
     def backend(self) -> str:
