@@ -68,7 +68,7 @@ def export(model_dir: str | Path, out: str | Path | None = None) -> Path:
     Uses PyTorch's `torch.export`-based exporter, batch size dynamic. The file records the
     hash of the weights it came from. Raises `ModelError` if `model_dir` is not a saved model.
     """
-    import onnx  # the exporter's own dependency; imported here so that serving needs only onnxruntime
+    import onnx  # imported here, as in check_export: importing this module stays cheap
 
     check_model_folder(model_dir)
     out = Path(out or Path(model_dir) / ONNX_FILE)
@@ -119,13 +119,17 @@ def _to_stderr(message: str) -> None:
 class OnnxSession:
     """`model.onnx` in an ONNX Runtime CPU session; `run` gives what `ServingModel` gives, as tensors."""
 
-    def __init__(self, path: str | Path, model_dir: str | Path, threads: int | None = None):
-        """Raises `ModelError` when the file was exported from other weights than `model_dir`'s."""
+    def __init__(self, path: str | Path, model_dir: str | Path):
+        """Raises `ModelError` when the file was exported from other weights than `model_dir`'s.
+
+        Settings measured on 2 cores by bench/onnx_runtime.py: one thread per core and every
+        graph optimisation (README, "What helps ONNX Runtime on 2 cores").
+        """
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or 0  # 0: one per physical core
+        options.intra_op_num_threads = 0  # 0: one per physical core
         options.inter_op_num_threads = 1  # the graph is a chain: no use for parallel branches
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         check_export(path, model_dir)
