@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 from fracture_detector.app import build_demo, limit_malloc_arenas, start  # noqa: E402
 from fracture_detector.hub import HubError  # noqa: E402
 from fracture_detector.model import ModelError  # noqa: E402
-from fracture_detector.predict import resolve_for_serving  # noqa: E402
+from fracture_detector.predict import BACKENDS, resolve_for_serving  # noqa: E402
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
                         "bundled model; else PyTorch)")
     args = p.parse_args()

@@ -209,26 +209,25 @@ def load_side(url: str, server_pid: int, users: int, requests: int, processes: i
 
 def concurrency(users: int, requests: int, processes: int, rounds: int) -> dict:
     """The demo and the bare Gradio app, each at 1 user and at `users` users, alternating."""
-    ports = {"demo": free_port(), "bare Gradio app": free_port()}
-    servers = {"demo": start_app(ports["demo"])[0]}
-    servers["bare Gradio app"] = start_app(ports["bare Gradio app"], BARE_APP)[0]
-    sides, details = {}, {}
+    sides, details, many, servers = {}, {}, {}, []
     try:
-        for name, proc in servers.items():
-            url = f"http://127.0.0.1:{ports[name]}/"
+        for name, script in (("demo", ROOT / "app.py"), ("bare Gradio app", BARE_APP)):
+            port = free_port()
+            proc = start_app(port, script)[0]
+            servers.append(proc)
             for n, r in ((1, users * requests // 4), (users, requests)):
                 side = f"{name}, {n} user{'s' if n > 1 else ''}, {r} requests{' each' if n > 1 else ''}"
                 details[side] = []
-                sides[side] = load_side(url, proc.pid, n, r, processes if n > 1 else 1, details[side])
+                sides[side] = load_side(f"http://127.0.0.1:{port}/", proc.pid, n, r, processes if n > 1 else 1,
+                                        details[side])
+            many[name] = side  # the last side of each server: `users` users
         rates = alternate(sides, rounds)
     finally:
-        for proc in servers.values():
+        for proc in servers:
             stop(proc)
     details = {k: v[1:] for k, v in details.items()}  # the first of each is the untimed warm-up
-    demo_many, bare_many = [k for k in sides if k.startswith("demo") and "users" in k][0], \
-        [k for k in sides if k.startswith("bare") and "users" in k][0]
-    return {"many": demo_many, "bare_many": bare_many, "predictions_per_second": rates, "details": details,
-            "share_of_bare": ratios(rates[demo_many], rates[bare_many])}
+    return {"many": many["demo"], "bare_many": many["bare Gradio app"], "predictions_per_second": rates,
+            "details": details, "share_of_bare": ratios(rates[many["demo"]], rates[many["bare Gradio app"]])}
 
 
 def report(lat: dict, cold: list[float], conc: dict, args: argparse.Namespace) -> tuple[dict, str]:

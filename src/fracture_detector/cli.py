@@ -20,6 +20,7 @@ from .hub import HubError, push
 from .model import ModelError
 
 UNFAMILIAR_XRAY = "X-ray unlike the training data"  # xray_check.UNFAMILIAR (that module imports torch)
+BACKENDS = ("auto", "onnx", "torch")  # predict.BACKENDS, for the same reason
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("--no-xray-check", action="store_true",
                       help="give probabilities even for images that do not look like X-rays (the xray_check "
                            "column still says what it found)")
-    pred.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+    pred.add_argument("--backend", choices=BACKENDS, default="auto",
                       help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
                            "bundled model; else PyTorch)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -23,7 +23,7 @@ from huggingface_hub.errors import (
 
 from .card import render_model_card
 from .model import REQUIRED_FILES, check_model_folder
-from .onnx_model import ONNX_FILE, check_export
+from .onnx_model import ONNX_FILE, check_export, recorded_digest
 from .xray_check import STATS_FILE
 
 # What a push uploads: weights as safetensors only, never pickles; no training checkpoints.
@@ -87,7 +87,7 @@ def push(
     folder = Path(model_dir)
     check_model_folder(folder)
     if (folder / ONNX_FILE).is_file():
-        check_export(folder / ONNX_FILE, folder)
+        check_export(recorded_digest(folder / ONNX_FILE), folder / ONNX_FILE, folder)
     files = sorted({path for pattern in PUSH_PATTERNS for path in folder.glob(pattern) if path.is_file()})
     card = render_model_card(folder, repo_id).content.encode() if (folder / "metrics.json").is_file() else None
     if card is None and (folder / "README.md").is_file():

@@ -68,7 +68,7 @@ def export(model_dir: str | Path, out: str | Path | None = None) -> Path:
     Uses PyTorch's `torch.export`-based exporter, batch size dynamic. The file records the
     hash of the weights it came from. Raises `ModelError` if `model_dir` is not a saved model.
     """
-    import onnx  # imported here, as in check_export: importing this module stays cheap
+    import onnx  # imported here, as in recorded_digest: importing this module stays cheap
 
     check_model_folder(model_dir)
     out = Path(out or Path(model_dir) / ONNX_FILE)
@@ -92,20 +92,26 @@ def export(model_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def check_export(path: str | Path, model_dir: str | Path) -> None:
-    """Raise `ModelError` unless the ONNX file at `path` was exported from `model_dir`'s weights."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    recorded = {prop.key: prop.value for prop in proto.metadata_props}.get("weights_sha256")
-    if recorded != weights_digest(model_dir):
+def check_export(recorded: str | None, path: str | Path, model_dir: str | Path, digest: str | None = None) -> None:
+    """Raise `ModelError` unless `recorded` (the `weights_sha256` an ONNX file at `path` carries) is the hash of
+    `model_dir`'s weights (`digest`, when the caller has it already)."""
+    if recorded != (digest or weights_digest(model_dir)):
         raise ModelError(f"{path} was exported from other weights than {model_dir}/model.safetensors: "
                          f"run `fracture-detector export {model_dir}` again")
 
 
-def cached_export(model_dir: str | Path, log=None) -> Path:
-    """The `model.onnx` of a folder that has none, built on first use into `CACHE` (`log`, default stderr, says so)."""
-    out = CACHE / weights_digest(model_dir)[:16] / ONNX_FILE
+def recorded_digest(path: str | Path) -> str | None:
+    """The weights hash an ONNX file records, read with `onnx` (for callers without a session)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in proto.metadata_props}.get("weights_sha256")
+
+
+def cached_export(model_dir: str | Path, digest: str, log=None) -> Path:
+    """The `model.onnx` of a folder that has none, built on first use into `CACHE` under its weights' hash
+    `digest` (`log`, default stderr, says so)."""
+    out = CACHE / digest[:16] / ONNX_FILE
     if not out.is_file():
         (log or _to_stderr)(f"Exporting the model to ONNX for ONNX Runtime (once; kept in {out.parent})...")
         export(model_dir, out)
@@ -119,8 +125,9 @@ def _to_stderr(message: str) -> None:
 class OnnxSession:
     """`model.onnx` in an ONNX Runtime CPU session; `run` gives what `ServingModel` gives, as tensors."""
 
-    def __init__(self, path: str | Path, model_dir: str | Path):
-        """Raises `ModelError` when the file was exported from other weights than `model_dir`'s.
+    def __init__(self, path: str | Path, model_dir: str | Path, digest: str | None = None):
+        """Raises `ModelError` when the file was exported from other weights than `model_dir`'s (whose hash is
+        `digest`, when the caller has it already).
 
         Settings measured on 2 cores by bench/onnx_runtime.py: one thread per core and every
         graph optimisation (README, "What helps ONNX Runtime on 2 cores").
@@ -132,7 +139,8 @@ class OnnxSession:
         options.intra_op_num_threads = 0  # 0: one per physical core
         options.inter_op_num_threads = 1  # the graph is a chain: no use for parallel branches
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        check_export(path, model_dir)
+        recorded = self.session.get_modelmeta().custom_metadata_map.get("weights_sha256")
+        check_export(recorded, path, model_dir, digest)
         self.path = Path(path)
 
     def run(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -28,7 +28,7 @@ from .calibration import Calibration
 from .decode import DecodeError, open_image
 from .heatmap import cam_weights, class_activation_map, gradcam
 from .model import ModelError, check_model_folder, load_model, model_inputs
-from .onnx_model import ONNX_FILE, OnnxSession, ServingModel, cached_export
+from .onnx_model import ONNX_FILE, OnnxSession, ServingModel, cached_export, weights_digest
 from .preprocess import equalize, to_pixels, upright
 from .resources import BUNDLED_MODEL
 from .xray_check import (
@@ -159,14 +159,15 @@ class Predictor:
         onnx_file = self.model_dir / ONNX_FILE
         bundled = self.model_dir.resolve() == BUNDLED_MODEL.resolve()
         if backend == "onnx" or (backend == "auto" and (onnx_file.is_file() or bundled)):
+            digest = weights_digest(self.model_dir)  # once: it names the cache and checks the export
             try:
-                path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, log)
+                path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, digest, log)
             except OSError as e:  # e.g. a read-only cache folder
                 if backend == "onnx":
                     raise ModelError(f"cannot export {model_dir} to ONNX: {e}") from None
                 print(f"ONNX export failed ({e}); running the model with PyTorch", file=sys.stderr, flush=True)
             else:
-                self.session = OnnxSession(path, self.model_dir)
+                self.session = OnnxSession(path, self.model_dir, digest)
 
     @property
     def backend(self) -> str:
