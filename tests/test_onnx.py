@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +178,28 @@ def test_bundled_model_falls_back_to_pytorch_when_the_cache_cannot_be_written(tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "torch"
     assert "ONNX export failed" in proc.stderr and "running the model with PyTorch" in proc.stderr
+
+
+def test_the_cache_keeps_exports_in_use_and_prunes_old_ones(tmp_path, monkeypatch):
+    from fracture_detector import onnx_model
+
+    monkeypatch.setattr(onnx_model, "CACHE", tmp_path)
+    old = time.time() - 60 * 86400
+
+    def entry(name: str, files=(ONNX_FILE,), mtime=old):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_bytes(b"onnx")
+            os.utime(tmp_path / name / f, (mtime, mtime))
+        return tmp_path / name
+
+    used = entry("a" * 16)
+    assert onnx_model.cached_export("unused: nothing is exported", "a" * 64) == used / ONNX_FILE
+    assert (used / ONNX_FILE).stat().st_mtime > old + 86400  # using an export marks it as used
+    stale, kept = entry("b" * 16), entry("c" * 16)
+    recent = entry("d" * 16, mtime=time.time())
+    writing = entry("e" * 16, files=("x.onnx.tmp",))  # another process's export, not finished
+    other = entry("not-an-export")
+    assert onnx_model.prune_cache(keep=kept) == [stale]
+    assert not stale.exists()
+    assert all(p.exists() for p in (used, kept, recent, writing, other))

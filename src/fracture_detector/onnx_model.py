@@ -21,8 +21,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,8 @@ OPSET = 18
 # Where exports of folders that hold no model.onnx (the bundled model) are kept: one sub-folder per weights hash.
 CACHE = Path(os.environ.get("FRACTURE_DETECTOR_CACHE")
              or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fracture-detector")
+CACHE_ENTRY = re.compile(r"[0-9a-f]{16}")  # a cache sub-folder's name: the first 16 hex digits of the weights hash
+CACHE_MAX_AGE_DAYS = 30  # exports unused this long are deleted when a new one is built
 
 
 class ServingModel(torch.nn.Module):
@@ -110,12 +115,31 @@ def recorded_digest(path: str | Path) -> str | None:
 
 def cached_export(model_dir: str | Path, digest: str, log=None) -> Path:
     """The `model.onnx` of a folder that has none, built on first use into `CACHE` under its weights' hash
-    `digest` (`log`, default stderr, says so)."""
+    `digest` (`log`, default stderr, says so). Building one prunes exports unused for `CACHE_MAX_AGE_DAYS`."""
     out = CACHE / digest[:16] / ONNX_FILE
-    if not out.is_file():
-        (log or _to_stderr)(f"Exporting the model to ONNX for ONNX Runtime (once; kept in {out.parent})...")
-        export(model_dir, out)
+    if out.is_file():
+        with contextlib.suppress(OSError):  # a read-only cache still serves; its entries just age
+            os.utime(out)  # the file's time is when it was last used: what prune_cache reads
+        return out
+    (log or _to_stderr)(f"Exporting the model to ONNX for ONNX Runtime (once; kept in {out.parent})...")
+    export(model_dir, out)
+    prune_cache(keep=out.parent)
     return out
+
+
+def prune_cache(keep: Path, max_age_days: float = CACHE_MAX_AGE_DAYS) -> list[Path]:
+    """Delete the exports in `CACHE` other than `keep` that have not been used for `max_age_days`; returns
+    their folders. Only folders named like a weights hash that hold a `model.onnx` are touched: a folder
+    whose export is still being written, or anything else in the cache folder, stays."""
+    cutoff = time.time() - max_age_days * 86400
+    removed = []
+    for folder in CACHE.iterdir() if CACHE.is_dir() else ():
+        onnx_file = folder / ONNX_FILE
+        if folder != keep and CACHE_ENTRY.fullmatch(folder.name) and onnx_file.is_file() \
+                and onnx_file.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _to_stderr(message: str) -> None:

@@ -10,7 +10,6 @@ processes under `accelerate launch`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import time
@@ -44,12 +43,12 @@ from .model import (
     DEFAULT_ARCH,
     ModelError,
     create_model,
-    load_model,
     predict_logits,
     round_to_half,
     save_model,
 )
 from .onnx_model import export as onnx_export
+from .predict import Predictor
 from .preprocess import IMAGE_SIZE, equalize, normalize
 from .xray_check import (
     NOT_AN_XRAY,
@@ -58,7 +57,6 @@ from .xray_check import (
     UNFAMILIAR,
     FeatureCheck,
     concat_stages,
-    load_feature_check,
     stage_statistics,
     stage_widths,
 )
@@ -422,23 +420,29 @@ def _summary_line(name: str, r: dict) -> str:
 
 def evaluate_folder(model_dir: str, data: list[str], bootstrap: int = 1000, log=print) -> dict:
     """Re-score a saved model on every decodable image of one or more sources (folders or Hub datasets),
-    per shipped split and overall, pooled and per source."""
-    model, config = load_model(model_dir)
-    calibration = Calibration.from_config(config, f"{model_dir}/config.json")
-    image_size = config["pretrained_cfg"]["input_size"][-1]
-    records, files, label_names = data_lib.load_sources(data)
-    if label_names != config["label_names"]:
-        raise data_lib.DataError(f"labels {label_names} of {data} differ from the model's {config['label_names']}")
-    images, problems = data_lib.decode_records(records, files, label_names, image_size)
+    per shipped split and overall, pooled and per source.
+
+    The model runs as the CLI runs it (`Predictor.forward`: ONNX Runtime where the folder has
+    `model.onnx`, else PyTorch), with its X-ray check's verdicts from the same pass.
+    """
+    predictor = Predictor(model_dir, log=log)
+    calibration, label_names = predictor.calibration, predictor.label_names
+    records, files, data_labels = data_lib.load_sources(data)
+    if data_labels != label_names:
+        raise data_lib.DataError(f"labels {data_labels} of {data} differ from the model's {label_names}")
+    images, problems = data_lib.decode_records(records, files, label_names, predictor.image_size)
     for p in problems:
         log(f"warning: {p}")
-    if config.get("equalize"):
-        images.pixels = equalize(images.pixels)
     data_lib.assign_groups(images)
-    check = load_feature_check(model_dir)  # None for a model without the learned X-ray check
-    with stage_statistics(model) if check else contextlib.nullcontext({}) as captured:
-        logits = predict_logits(model, images.pixels).numpy()
-    verdicts = check.verdicts(concat_stages(captured)) if check else None
+    grids = predictor.model_grids(images.pixels)
+    logits, stats = [], []
+    for i in tqdm(range(0, len(grids), 128), desc=f"scoring ({predictor.backend})", unit="batch"):
+        batch_logits, _, batch_stats = predictor.forward(grids[i : i + 128])
+        logits.append(batch_logits)
+        stats.append(batch_stats)
+    logits = torch.cat(logits).numpy() if logits else np.zeros((0, len(label_names)), dtype=np.float32)
+    check = predictor.feature_check  # None for a model without the learned X-ray check
+    verdicts = check.verdicts(torch.cat(stats)) if check and stats else None
 
     def score(source: str | None) -> dict[str, dict]:
         results = {}
