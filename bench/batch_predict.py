@@ -11,6 +11,10 @@ predict` runs) against a tuned naive loop, plus the model's compute bound on thi
 - predict_files with an int8 copy of the model (not shipped: it fails the project's quality bar,
   bench/onnx_runtime.py), quantised as bench/onnx_runtime.py does, calibrated on the first 256
   of the files (this side measures speed only): how far a faster model alone would carry it.
+- decoding alone: what predict_files' threads do before the model (`read_xray`: decode, the cheap
+  X-ray check, upright, resize, display copy) in as many threads, nothing else running. With the
+  batched model alone (below) it gives what predict_files could reach if decoding and the model
+  shared the two cores without loss: 1 / (1 / decoding rate + 1 / model rate).
 - batched model: the model alone (`Predictor.forward`: logits, feature map and the check's
   statistics, batch 64) on already decoded pixels, by each runtime. Over the fastest naive
   loop, this is the most predict_files could reach if decoding cost nothing.
@@ -29,6 +33,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +66,7 @@ THREADS = 2
 TARGET_RATIO = 5.0
 FILES_ONNX, FILES_TORCH = "predict_files, ONNX Runtime", "predict_files, PyTorch"
 FILES_INT8 = "predict_files, ONNX Runtime, int8 copy of the model (not shipped)"
+DECODING = "decoding alone (read_xray, as predict_files' threads run it)"
 MODEL_ONNX, MODEL_TORCH = "batched model alone (batch 64), ONNX Runtime", "batched model alone (batch 64), PyTorch"
 TARGET_BOUND = 0.40
 
@@ -119,6 +125,18 @@ def predict_files_side(predictor: Predictor, files: list[Path], classified: list
     return measure
 
 
+def decoding_side(predictor: Predictor, files: list[Path], workers: int = 4) -> Callable[[], float]:
+    """images/s of predict_files' decoding threads on their own (`workers` is predict_files' default)."""
+
+    def measure() -> float:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda f: read_xray(f, predictor.image_size), files))
+        return len(files) / (time.perf_counter() - t)
+
+    return measure
+
+
 def batched_model_side(predictor: Predictor, files: list[Path], repeats: int = 4) -> Callable[[], float]:
     """images/s of the model alone on 64 decoded images, `repeats` times per measurement."""
     pixels = np.stack([read_xray(f, predictor.image_size, check=False).pixels for f in files[:64]])
@@ -171,6 +189,9 @@ def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace)
     speedup_torch = ratios(rates[FILES_TORCH], naive[best])
     speedup_int8 = ratios(rates[FILES_INT8], naive[best])
     ceiling = ratios(rates[MODEL_ONNX], naive[best])
+    lossless = [1 / (1 / d + 1 / m) for d, m in zip(rates[DECODING], rates[MODEL_ONNX])]  # per round
+    lossless_ratio = ratios(lossless, naive[best])
+    share_of_lossless = ratios(rates[FILES_ONNX], lossless)
     model_share = ratios(rates[MODEL_ONNX], rates["compute bound"])
     torch_share = ratios(rates[MODEL_TORCH], rates["compute bound"])
     files_share = ratios(rates[FILES_ONNX], rates["compute bound"])
@@ -195,6 +216,10 @@ def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace)
              met(ok_bound)],
             ["batched model alone (ONNX Runtime) / fastest naive: predict_files' ceiling", fmt_ratio(ceiling),
              "", ""],
+            ["decoding and the model sharing the cores without loss / fastest naive", fmt_ratio(lossless_ratio),
+             "", ""],
+            ["predict_files (ONNX Runtime) / decoding and the model sharing the cores without loss",
+             fmt_range(share_of_lossless, pct), "", ""],
             ["predict_files (ONNX Runtime, int8 copy, not shipped) / fastest naive", fmt_ratio(speedup_int8), "", ""],
             ["predict_files (PyTorch) / fastest naive", fmt_ratio(speedup_torch), "", ""],
             ["batched model (PyTorch) / compute bound", fmt_range(torch_share, pct), "", ""],
@@ -206,6 +231,8 @@ def report(rates: dict[str, list[float]], extra: dict, args: argparse.Namespace)
         "images_per_second": {k: summary(v) for k, v in rates.items()}, "naive_baseline": best,
         "ratio_predict_files_vs_naive": summary(speedup), "ratio_predict_files_torch_vs_naive": summary(speedup_torch),
         "ratio_predict_files_int8_vs_naive": summary(speedup_int8), "ratio_batched_model_vs_naive": summary(ceiling),
+        "ratio_lossless_sharing_vs_naive": summary(lossless_ratio),
+        "predict_files_share_of_lossless_sharing": summary(share_of_lossless),
         "batched_model_share_of_bound": summary(model_share), "batched_torch_share_of_bound": summary(torch_share),
         "predict_files_share_of_bound": summary(files_share),
         "target_ratio": TARGET_RATIO, "target_ratio_met": ok_ratio,
@@ -234,6 +261,7 @@ def main() -> None:
     sides[FILES_ONNX] = predict_files_side(predictor, files, classified)
     sides[FILES_INT8] = predict_files_side(int8_predictor(files), files, [])
     sides[FILES_TORCH] = predict_files_side(torch_predictor, files, [])
+    sides[DECODING] = decoding_side(predictor, files)
     sides[MODEL_ONNX] = batched_model_side(predictor, files)
     sides[MODEL_TORCH] = batched_model_side(torch_predictor, files)
     sides["compute bound"] = bound_side(flops)

@@ -13,11 +13,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import train_cmd
 from corpus import make_dicom, real_xray, xray12
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from fracture_detector.predict import NotAnXrayError, Predictor, read_xray
-from fracture_detector.xray_check import NOT_AN_XRAY, STATS_FILE, FeatureCheck
+from fracture_detector.xray_check import NOT_AN_XRAY, STATS_FILE, THRESHOLD_TOLERANCE, FeatureCheck
 
 
 def non_xrays() -> dict[str, Image.Image]:
@@ -54,6 +55,23 @@ def test_feature_check_refuses_far_rows_keeps_validation_rows_and_round_trips(tm
     assert torch.allclose(loaded.distance(rows), check.distance(rows))
     assert (loaded.unfamiliar_above, loaded.refuse_above, loaded.sizes) == (check.unfamiliar_above,
                                                                           check.refuse_above, sizes)
+
+
+def test_a_model_trained_under_bf16_autocast_is_checked_as_it_is_served(tiny_folder, tmp_path):
+    """Calibration, metrics and the X-ray check come from the fp32 model that ships, not from the bf16
+    autocast that trained it (the default on CPUs with AMX): served, the validation X-ray that sets the
+    refusal threshold scores on it."""
+    out = tmp_path / "model"
+    proc = subprocess.run(train_cmd(tiny_folder, out, "--epochs", "1", "--precision", "bf16", "--no-onnx"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictor = Predictor(out, backend="torch")
+    with gzip.open(out / "split_manifest.csv.gz", "rt") as f:
+        val = [tiny_folder / row["path"] for row in csv.DictReader(f) if row["split"] == "val"]
+    grids = np.stack([read_xray(path, predictor.image_size).pixels for path in val])
+    _, _, stats = predictor.forward(predictor.model_grids(grids))
+    served = predictor.feature_check.distance(stats).max().item()
+    assert served == pytest.approx(predictor.feature_check.refuse_above, rel=THRESHOLD_TOLERANCE)
 
 
 def test_tiny_model_accepts_its_validation_xrays_and_refuses_synthetic_non_xrays(trained, tiny_folder, tmp_path):

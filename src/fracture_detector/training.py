@@ -313,7 +313,9 @@ def train(cfg: TrainConfig) -> Path:
         acc.wait_for_everyone()
 
     if acc.is_main_process:
-        base = acc.unwrap_model(model)
+        # Without accelerate's autocast wrapper: calibration, metrics and the X-ray check must come from the
+        # fp32 model that ships, not from the bf16 autocast that trained it (the default on CPUs with AMX).
+        base = acc.unwrap_model(model, keep_fp32_wrapper=False)
         base.load_state_dict(load_file(ckpt_dir / "best.safetensors"))
         finalize(base, cfg, records, images, report, state, out_dir, log, wall_start=wall_start)
     acc.wait_for_everyone()
