@@ -18,9 +18,9 @@ from tqdm import tqdm
 from .decode import DICOM_SUFFIXES
 from .hub import HubError, push
 from .model import ModelError
+from .onnx_model import BACKENDS  # already loaded by .hub; predict would also load captum and matplotlib
+from .xray_check import UNFAMILIAR
 
-UNFAMILIAR_XRAY = "X-ray unlike the training data"  # xray_check.UNFAMILIAR (that module imports torch)
-BACKENDS = ("auto", "onnx", "torch")  # predict.BACKENDS, for the same reason
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
 
 
@@ -100,7 +100,7 @@ def print_table(records: list[dict], positive: str, threshold: float) -> None:
         if r["error"]:
             print(f"{path:<{width}}  {'-':>14}  error: {r['error']}")
         else:
-            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == UNFAMILIAR_XRAY else ""
+            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == UNFAMILIAR else ""
             print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}{unlike}")
 
 

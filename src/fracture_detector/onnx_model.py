@@ -35,6 +35,8 @@ from .model import ModelError, check_model_folder, load_model, model_inputs
 from .xray_check import concat_stages, stage_statistics
 
 ONNX_FILE = "model.onnx"
+# What can run a model (`predict.Predictor`): ONNX Runtime where there is an export ("auto"), always, or PyTorch.
+BACKENDS = ("auto", "onnx", "torch")
 OUTPUTS = ("logits", "features", "xray_stats")
 OPSET = 18
 # Where exports of folders that hold no model.onnx (the bundled model) are kept: one sub-folder per weights hash.

@@ -28,7 +28,7 @@ from .calibration import Calibration
 from .decode import DecodeError, open_image
 from .heatmap import cam_weights, class_activation_map, gradcam
 from .model import ModelError, check_model_folder, load_model, model_inputs
-from .onnx_model import ONNX_FILE, OnnxSession, ServingModel, cached_export, weights_digest
+from .onnx_model import BACKENDS, ONNX_FILE, OnnxSession, ServingModel, cached_export, weights_digest
 from .preprocess import equalize, to_pixels, upright
 from .resources import BUNDLED_MODEL
 from .xray_check import (
@@ -42,7 +42,6 @@ from .xray_check import (
     stage_widths,
 )
 
-BACKENDS = ("auto", "onnx", "torch")
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
 FAR_FROM_XRAYS = "its features are far from those of every X-ray the model was trained on"
 
