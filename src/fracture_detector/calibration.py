@@ -27,13 +27,15 @@ class Calibration:
     """Softmax temperature, decision threshold and what they apply to.
 
     `threshold` is on the calibrated probability of `positive_label`; it was chosen on the
-    validation X-rays to reach `target_sensitivity` (None if unknown).
+    validation X-rays to reach `target_sensitivity` (None if unknown): on every source's
+    validation X-rays when `per_source`, else on all of them pooled (older models).
     """
 
     temperature: float
     threshold: float
     positive_label: str = POSITIVE_LABEL
     target_sensitivity: float | None = None
+    per_source: bool = False
 
     @classmethod
     def from_config(cls, config: dict, where: str = "config.json") -> Calibration:
@@ -49,7 +51,7 @@ class Calibration:
                                    f"label_names {config.get('label_names')}")
         target = config.get("target_sensitivity")
         return cls(float(config["temperature"]), float(config["threshold"]), str(config["positive_label"]),
-                   None if target is None else float(target))
+                   None if target is None else float(target), bool(config.get("per_source", False)))
 
     def to_config(self) -> dict:
         """The fields written into `config.json`, beside timm's own."""
@@ -68,5 +70,6 @@ class Calibration:
         """The threshold in words, e.g. 'threshold 0.129 (chosen for 95% sensitivity on validation X-rays)'."""
         text = f"threshold {self.threshold:.3f}"
         if self.target_sensitivity is not None:
-            text += f" (chosen for {self.target_sensitivity:.0%} sensitivity on validation X-rays)"
+            where = "each source's validation X-rays" if self.per_source else "validation X-rays"
+            text += f" (chosen for {self.target_sensitivity:.0%} sensitivity on {where})"
         return text

@@ -19,6 +19,9 @@ KNOWN_DATASETS = {
     "roboflow-bone-fracture": ("Bone Fracture Detection, binary subset",
                                "Roboflow Universe project `bone-fracture-detection`, version 4",
                                "CC BY 4.0"),
+    "fracatlas": ("FracAtlas (Abedeen et al., Scientific Data 10, 521, 2023)",
+                  "the data set published with the paper (figshare); X-rays from hospitals in Bangladesh",
+                  "CC BY 4.0"),
 }
 SPLIT_TITLES = {"clean_test": "clean group-disjoint test split", "shipped_test": "shipped test split, leaky"}
 

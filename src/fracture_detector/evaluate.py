@@ -67,6 +67,18 @@ def threshold_for_sensitivity(prob_pos: np.ndarray, is_pos: np.ndarray, target: 
     return float(scores[max(k, 1) - 1])
 
 
+def threshold_for_every_source(prob_pos: np.ndarray, is_pos: np.ndarray, sources: np.ndarray, target: float) -> float:
+    """The highest threshold at which every source's sensitivity is at least `target`.
+
+    One pooled threshold is set by the largest source: a source whose probabilities sit
+    higher or lower gets another operating point. The lowest of the per-source thresholds
+    holds on each of them (sources without positives set nothing).
+    """
+    chosen = [threshold_for_sensitivity(prob_pos[sources == name], is_pos[sources == name], target)
+              for name in np.unique(sources) if is_pos[sources == name].any()]
+    return min(chosen, default=0.5)
+
+
 def _sens_spec(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
     pred = prob_pos >= threshold
     sens = float(pred[is_pos].mean()) if is_pos.any() else float("nan")

@@ -36,7 +36,7 @@ from .evaluate import (
     fit_temperature,
     positive_probability,
     save_plots,
-    threshold_for_sensitivity,
+    threshold_for_every_source,
     write_json,
 )
 from .model import (
@@ -336,11 +336,11 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     features = concat_stages(captured)
     val = images.split == "val"
     temperature = fit_temperature(logits[val], images.labels[val])
-    threshold = threshold_for_sensitivity(
+    threshold = threshold_for_every_source(
         positive_probability(logits[val], positive, temperature), images.labels[val] == positive,
-        cfg.target_sensitivity,
+        images.sources[val], cfg.target_sensitivity,
     )
-    calibration = Calibration(temperature, threshold, POSITIVE_LABEL, cfg.target_sensitivity)
+    calibration = Calibration(temperature, threshold, POSITIVE_LABEL, cfg.target_sensitivity, per_source=True)
 
     def score(source: str | None) -> dict[str, dict]:
         """Clean test, validation and shipped test, pooled (None) or of one source."""
