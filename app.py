@@ -35,7 +35,11 @@ def main() -> None:
         demo = build_demo(model_dir, source, args.backend)
     except (HubError, ModelError) as e:
         sys.exit(f"error: {e}")
-    start(demo, args.host, args.port, args.share)
+    try:
+        start(demo, args.host, args.port, args.share)
+    except OSError as e:  # Gradio's own message runs to a paragraph; the cause is nearly always a busy port
+        sys.exit(f"error: cannot serve on {args.host}:{args.port} ({str(e).splitlines()[0][:160]}): is another "
+                 f"server using that port? Choose another with --port")
     demo.block_thread()  # serve until interrupted
 
 

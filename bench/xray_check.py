@@ -64,6 +64,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 from sklearn.metrics import roc_auc_score
 
 from fracture_detector import data as data_lib
+from fracture_detector.decode import decode_image
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL, EXAMPLES
 from fracture_detector.training import TrainConfig, prepare_data
@@ -492,7 +493,7 @@ def real_xrays(predictor: Predictor, data: list[str], seed: int, tmp: Path) -> d
     inverted_paths = []
     for i in test:
         path = tmp / f"inverted_{i}.png"
-        ImageOps.invert(Image.open(path_of[i]).convert("L")).save(path)
+        ImageOps.invert(decode_image(path_of[i])).save(path)  # the project's decoder: archives' odd JPEGs too
         inverted_paths.append(path)
     # Scored without the learned check's refusals, so every X-ray has a probability for the ROC-AUCs.
     served = [r.prediction for r in predictor.predict_files(inverted_paths, check=False)]

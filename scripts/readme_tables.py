@@ -26,14 +26,16 @@ BENCH_RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "src"))  # the package's TrainConfig, also from a checkout without `pip install`
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w/]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
-# The targets of the model issue (issue 10), per source of the bundled model.
+# The targets of the model issue (issue 20), per source of the bundled model.
 TARGETS = {
-    "fracture-multi-region": {"roc_auc": 0.95, "sensitivity_at_specificity_0.90": 0.90},
-    "roboflow-bone-fracture": {"roc_auc": 0.85, "sensitivity_at_specificity_0.80": 0.90},
+    "fracture-multi-region": {"roc_auc": 0.95},
+    "roboflow-bone-fracture": {"roc_auc": 0.85},
+    "fracatlas": {"roc_auc": 0.93},
 }
 TARGET_POOLED_ECE = 0.05
+TARGET_SENSITIVITY_AT_THRESHOLD = 0.85
 TARGET_SPECIFICITY_AT_THRESHOLD = 0.5
-TARGET_TRAIN_MINUTES = 30
+TARGET_TRAIN_MINUTES = 45
 TARGET_FOLDER_MB = 10
 
 
@@ -119,11 +121,13 @@ def bundled_block() -> str:
         "| shipped test split (leaky), ROC-AUC | " + " | ".join(
             _ci(r["shipped_test"], "roc_auc") if "shipped_test" in r else "-" for r in columns.values()) + " |",
         "",
-        f"The threshold was chosen on the pooled validation split for {cal['target_sensitivity']:.0%} sensitivity; "
-        f"temperature and best epoch ({metrics['best_epoch']} of {len(metrics['history'])}, validation ROC-AUC "
+        ("The threshold is the highest at which every source's validation X-rays reach "
+         if cal.get("per_source") else "The threshold was chosen on the pooled validation split for ")
+        + f"{cal['target_sensitivity']:.0%} sensitivity; temperature and best epoch ({metrics['best_epoch']} of "
+        f"{len(metrics['history'])}, validation ROC-AUC "
         f"{val_best:.3f} on {metrics['results']['validation']['groups']} X-rays) were chosen there too.",
         "",
-        "| target (issue 10) | measured | met? |",
+        "| target (issue 20) | measured | met? |",
         "|---|---|---|",
     ]
     for name, targets in TARGETS.items():
@@ -138,9 +142,10 @@ def bundled_block() -> str:
     lines.append(f"| pooled ECE after temperature scaling <= {TARGET_POOLED_ECE} | {pooled_ece:.3f} | "
                  f"{_met(pooled_ece <= TARGET_POOLED_ECE)} |")
     for name in metrics["by_source"]:
-        spec = clean[name]["specificity"]
-        lines.append(f"| {name}: specificity at the threshold >= {TARGET_SPECIFICITY_AT_THRESHOLD} | {spec:.3f} | "
-                     f"{_met(spec >= TARGET_SPECIFICITY_AT_THRESHOLD)} |")
+        sens, spec = clean[name]["sensitivity"], clean[name]["specificity"]
+        lines.append(f"| {name}: at the threshold, sensitivity >= {TARGET_SENSITIVITY_AT_THRESHOLD} and specificity "
+                     f">= {TARGET_SPECIFICITY_AT_THRESHOLD} | {sens:.3f} / {spec:.3f} | "
+                     f"{_met(sens >= TARGET_SENSITIVITY_AT_THRESHOLD and spec >= TARGET_SPECIFICITY_AT_THRESHOLD)} |")
     lines += [
         f"| trains in <= {TARGET_TRAIN_MINUTES} min on 2 CPU cores | {_minutes(wall)} | "
         f"{_met(wall <= 60 * TARGET_TRAIN_MINUTES)} |",

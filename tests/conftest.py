@@ -164,6 +164,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def borderline(tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the bundled model whose threshold sits halfway below an example X-ray's P(fractured), which
+    is under 0.5: the decision ("fracture suspected") and the most probable class ("not fractured") differ.
+    Returns the folder and the X-ray."""
+    import json
+    import shutil
+
+    from fracture_detector.predict import Predictor
+    from fracture_detector.resources import BUNDLED_MODEL, example_xrays
+
+    predictor = Predictor(BUNDLED_MODEL, backend="torch")
+    scored = sorted((predictor.predict(path).probabilities["fractured"], path) for path in example_xrays())
+    p, xray = scored[0]
+    assert p < 0.5, scored
+    folder = tmp_path_factory.mktemp("borderline") / "model"
+    shutil.copytree(BUNDLED_MODEL, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["threshold"] = p / 2
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, xray
+
+
+@pytest.fixture(scope="module")
+def borderline_url(borderline):
+    """The demo on the `borderline` model, served in this process; its URL."""
+    from fracture_detector.app import build_demo, start
+
+    demo = build_demo(borderline[0], backend="torch")
+    start(demo, "127.0.0.1", free_port())
+    yield demo.local_url
+    demo.close()
+
+
 @pytest.fixture(scope="module")
 def app_url():
     """The demo on the bundled model, served in this process; its URL."""

@@ -104,7 +104,7 @@ def input_corpus(folder: Path) -> list[tuple[str, Path, str | None]]:
         ("dicom monochrome1 windowed", "mono1.dcm", None, OK),
         ("empty file", "empty.png", b"", "empty file"),
         ("empty dicom", "empty.dcm", b"", "empty file"),
-        ("truncated jpeg", "truncated.jpg", jpeg[: len(jpeg) // 2], "not a readable image"),
+        ("truncated jpeg", "truncated.jpg", jpeg[: len(jpeg) // 2], "JPEG cut inside its picture data"),
         ("corrupt jpeg", "corrupt.jpg", jpeg[:200] + bytes(range(256)) * 20, "not a readable image"),
         ("truncated png", "truncated.png", png[: len(png) // 2], "not a readable image"),
         ("png with bad checksum", "badcrc.png", png[:40] + b"\x00\x00" + png[42:], "not a readable image"),

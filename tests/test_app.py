@@ -3,10 +3,13 @@ link failing offline, and a Hub that cannot be reached."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -41,9 +44,21 @@ def test_predict_gives_label_decision_and_heatmap(client):
     assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-4
     calibration = Predictor(BUNDLED_MODEL).calibration
     target = round(calibration.target_sensitivity * 100)
-    assert f"threshold {calibration.threshold:.3f} (chosen for {target}% sensitivity on validation X-rays)" in decision
+    assert f"threshold {calibration.threshold:.3f} (chosen for {target}% sensitivity on " in decision
     overlay = Image.open(heatmap)
     assert overlay.mode == "RGB" and overlay.size == Image.open(example).size  # the X-ray, coloured
+
+
+def test_the_headline_is_the_decision_at_the_threshold_not_the_most_probable_class(borderline, borderline_url):
+    from gradio_client import Client
+
+    folder, xray = borderline
+    _, label, decision = call(Client(borderline_url, verbose=False), xray)
+    p = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert p["fractured"] < 0.5 < p["not fractured"]  # the most probable class is "not fractured"
+    assert label["label"] == "fracture suspected"  # the headline follows the threshold
+    assert decision.startswith(f"**Fracture suspected**: P(fractured) = {p['fractured']:.3f}; flagged when it "
+                               f"reaches the threshold ")
 
 
 def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_answering(client, tmp_path):
@@ -52,12 +67,12 @@ def test_bad_input_corpus_gets_clear_messages_and_the_server_keeps_answering(cli
     for kind, path, expected in corpus:
         heatmap, label, decision = call(client, path)
         if expected is None:
-            assert label and label["label"] in ("fractured", "not fractured"), kind
+            assert label and label["label"] in ("fracture suspected", "no fracture detected"), kind
             assert heatmap and "threshold" in decision, kind
         else:
             assert heatmap is None and not (label or {}).get("confidences") and expected in decision, (kind, decision)
             _, label, _ = call(client, EXAMPLES / "not_fractured_kaggle_1.jpg")  # still answering
-            assert label["label"] in ("fractured", "not fractured")
+            assert label["label"] in ("fracture suspected", "no fracture detected")
 
 
 def test_inverted_xray_is_scored_upright_and_the_page_says_so(client, tmp_path):
@@ -156,7 +171,46 @@ except HubError as e:
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     cached = source("hf-hub:team/demo-model", HF_ENDPOINT=closed)
     assert "from the local cache: the Hub at " + closed + " is unreachable" in cached
+    with failing_hub() as failing:  # a Hub that answers, with a server error: the cache, as when unreachable
+        assert "from the local cache: the Hub at " + failing + " is unreachable or failing" in \
+            source("hf-hub:team/demo-model", HF_ENDPOINT=failing)
     assert "HubError: team/no-such-model: no such model" in source("hf-hub:team/no-such-model")
+
+
+@contextlib.contextmanager
+def failing_hub():
+    """A local HTTP server that answers every request with 503, as a Hub in trouble does; yields its URL."""
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_busy_port_is_one_sentence(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--port", str(port)], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"error: cannot serve on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr, proc.stderr
 
 
 def test_headline_gives_each_source_its_own_numbers():

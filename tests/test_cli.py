@@ -160,3 +160,43 @@ def test_model_folder_without_xray_statistics_still_serves(inputs, tmp_path):
     assert report["probabilities"] and report["xray_check"] == "not checked"  # nothing learned to refuse it
     assert red["probabilities"] is None and "it is a colour image" in red["error"]  # the cheap check still runs
     assert proc.returncode == 1 and "2 classified, 1 failed" in proc.stderr
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
+    ("--workers", "-2", "argument --workers: must be at least 1, got -2"),
+    ("--workers", "two", "argument --workers: expected a whole number, got 'two'"),
+])
+def test_bad_arguments_get_one_line(inputs, option, value, expected):
+    proc = subprocess.run(predict_cmd(str(inputs), option, value), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_help_and_the_errors_module_load_no_torch():
+    code = ("import sys, contextlib, io\n"
+            "import fracture_detector.errors\n"
+            "from fracture_detector import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    cli.main(['--help'])\n"
+            "print(sorted(m for m in ('torch', 'timm', 'onnxruntime', 'gradio') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_any_exception_reading_one_file_is_that_files_error(monkeypatch):
+    from fracture_detector import predict
+    from fracture_detector.resources import example_xrays
+
+    files = example_xrays()[:4]
+    read_xray = predict.read_xray
+
+    def flaky(source, *args, **kwargs):  # a decoder bug on one file, of a type no decoder is expected to raise
+        if source == files[1]:
+            raise RuntimeError("decoder bug")
+        return read_xray(source, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "read_xray", flaky)
+    results = list(predict.Predictor(backend="torch").predict_files(files, batch_size=2, workers=2))
+    assert [r.source for r in results] == files
+    assert results[1].error == "could not be read (RuntimeError: decoder bug)" and results[1].prediction is None
+    assert all(r.error is None and r.prediction.probabilities for k, r in enumerate(results) if k != 1)

@@ -13,6 +13,8 @@ from PIL import Image
 from fracture_detector import data, dedup
 from fracture_detector.decode import DecodeError, decode_image
 
+FRACATLAS = SHARED_DATA.parent / "fracatlas"
+
 
 def _jpeg_bytes(im: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
@@ -74,6 +76,41 @@ def test_corrupt_files_raise_decode_error(tmp_path, name, content):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DecodeError, match=name):
         decode_image(tmp_path / name)
+
+
+def test_jpeg_without_its_end_is_read_and_one_cut_halfway_is_refused(tmp_path):
+    image = make_xray(7, size=320)
+    whole = _jpeg_bytes(image, quality=90)
+    assert whole.endswith(b"\xff\xd9")
+    reference = np.asarray(decode_image(whole), dtype=int)
+    # As archives hold them: no end marker, and the last few bytes of picture data gone with it.
+    for name, content in [("no_end_marker.jpg", whole[:-2]), ("last_bytes_lost.jpg", whole[:-40])]:
+        (tmp_path / name).write_bytes(content)
+        got = np.asarray(decode_image(tmp_path / name), dtype=int)
+        assert got.shape == reference.shape
+        assert np.abs(got[:240] - reference[:240]).max() <= 1, name  # everything above the lost rows is there
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DecodeError, match=r"cut\.jpg: JPEG cut inside its picture data \(about \d+% of the image"):
+        decode_image(tmp_path / "cut.jpg")
+
+
+@pytest.mark.skipif(not FRACATLAS.is_dir(), reason="needs ../shared/datasets/fracatlas")
+def test_fracatlas_files_that_end_early_are_read():
+    """The FracAtlas files that Pillow calls truncated: read, but for the one that lacks half its picture."""
+    import csv
+
+    read, refused = [], []
+    with open(FRACATLAS / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            data = (FRACATLAS / "blobs" / row["blob"]).read_bytes()
+            if data.endswith(b"\xff\xd9"):
+                continue
+            try:
+                decode_image(data)
+                read.append(row["filename"])
+            except DecodeError as e:
+                refused.append((row["filename"], e.reason))
+    assert len(read) >= 30 and [name for name, _ in refused] == ["IMG0004145.jpg"], refused
 
 
 def test_bad_files_are_skipped_with_a_message(tmp_path):

@@ -57,7 +57,7 @@ def test_output_folder_is_timm_hub_format(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["wall_seconds"] > 0
     assert metrics["calibration"] == {k: cfg[k] for k in ("temperature", "threshold", "positive_label",
-                                                           "target_sensitivity")}
+                                                           "target_sensitivity", "per_source")}
     assert [set(h) for h in metrics["history"]] == [{"epoch", "train_loss_ema", "val_roc_auc",
                                                      "val_accuracy_argmax", "seconds"}] * 2
     for split in ("clean_test", "validation", "shipped_test"):
@@ -236,6 +236,10 @@ def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path)
     assert set(metrics["by_source"]) == {"fracture-multi-region", "elsewhere"}
     for source, results in metrics["by_source"].items():
         assert results["clean_test"]["images"] > 0 and "roc_auc" in results["clean_test"], source
+    target = metrics["calibration"]["target_sensitivity"]
+    assert metrics["calibration"]["per_source"] is True
+    for source, results in metrics["by_source"].items():  # the threshold holds on every source's validation split
+        assert results["validation"]["sensitivity"] >= target, source
     pooled = metrics["results"]["clean_test"]["images"]
     assert pooled == sum(r["clean_test"]["images"] for r in metrics["by_source"].values())
     report = json.loads((out / "data_report.json").read_text())
@@ -252,3 +256,20 @@ def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(scores.read_text())
     assert set(result["by_source"]) == {"one", "two"} and result["results"]["all"]["images"] == 80
+
+
+def test_the_threshold_reaches_the_target_sensitivity_on_every_source():
+    from fracture_detector.evaluate import threshold_for_every_source
+
+    rng = np.random.default_rng(0)
+    sources = np.array(["large"] * 400 + ["small"] * 100)  # the small source scores lower: pooled, it would lose
+    is_pos = rng.random(500) < 0.3
+    prob = np.clip(np.where(is_pos, 0.5, 0.2) + rng.normal(0, 0.15, 500) - np.where(sources == "small", 0.15, 0), 0, 1)
+    threshold = threshold_for_every_source(prob, is_pos, sources, 0.9)
+
+    def sensitivities(t):
+        return [(prob[(sources == name) & is_pos] >= t).mean() for name in ("large", "small")]
+
+    assert min(sensitivities(threshold)) >= 0.9
+    higher = prob[prob > threshold].min()  # the next threshold up loses a source
+    assert min(sensitivities(higher)) < 0.9

@@ -16,9 +16,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from .decode import DecodeError
+from .errors import DecodeError, NotAnXrayError
 from .heatmap import overlay
-from .predict import FAR_FROM_XRAYS, NotAnXrayError, Predictor, Xray, read_xray
+from .predict import FAR_FROM_XRAYS, Predictor, Xray, read_xray
 from .resources import BUNDLED_MODEL, example_xrays
 
 MAX_BATCH = 32
@@ -54,9 +54,33 @@ def headline(model_dir: Path) -> str:
         f"**{name}** ({r['groups']} distinct X-rays): {_scores(r)}" for name, r in by_source.items()) + "."
 
 
+def decision_label(**kwargs) -> gr.Label:
+    """A `gr.Label` whose headline is the decision at the model's threshold, above both probabilities.
+
+    A plain `gr.Label` heads with the most probable class: with a threshold of 0.21, an
+    X-ray at P(fractured) = 0.35 read "not fractured" in large type above "fracture
+    suspected". This one takes `(decision, probabilities)` and keeps the Label's look and
+    API shape: `{"label": decision, "confidences": [...]}`. (Its postprocessing is set on
+    the instance: Gradio writes a `.pyi` stub beside any module that subclasses a component.)
+    """
+    label = gr.Label(**kwargs)
+    plain = label.postprocess
+
+    def postprocess(value):
+        if isinstance(value, tuple):
+            decision, probabilities = value
+            data = plain(probabilities)
+            data.label = decision
+            return data
+        return plain(value)
+
+    label.postprocess = postprocess
+    return label
+
+
 def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None, backend: str = "auto") -> gr.Blocks:
     """The demo around one `Predictor`; `source` says where the model came from (shown on the page)."""
-    predictor = Predictor(model_dir, backend)
+    predictor = Predictor(model_dir, backend, wait_for_export=False)  # a first start answers while it exports
     positive = predictor.label_names[predictor.positive]
 
     def read_upload(path: str | None) -> tuple[Xray | None, str | None]:
@@ -93,10 +117,12 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None,
                 outputs.append((None, None, refusal(FAR_FROM_XRAYS)))
                 continue
             text = (f"**{prediction.decision.capitalize()}**: P({positive}) = "
-                    f"{prediction.probabilities[positive]:.3f}, {predictor.calibration.describe_threshold()}.")
+                    f"{prediction.probabilities[positive]:.3f}; flagged when it reaches the "
+                    f"{predictor.calibration.describe_threshold()}.")
             if prediction.warning:
                 text += f"\n\n**Warning**: {prediction.warning}"
-            outputs.append((overlay(xray.image, cam), prediction.probabilities, text))
+            label = (prediction.decision, prediction.probabilities)
+            outputs.append((overlay(xray.image, cam), label, text))
         images, labels, decisions = (list(column) for column in zip(*outputs))
         return images, labels, decisions
 
@@ -115,10 +141,11 @@ def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None,
                 button = gr.Button("Classify", variant="primary")
                 examples = [str(p) for p in example_xrays()]
                 if examples:
-                    gr.Examples(examples, inputs=upload, label="Example X-rays (Kaggle, ODC-By 1.0; Roboflow, "
-                                                               "CC BY 4.0; see examples/README.md)")
+                    gr.Examples(examples, inputs=upload, label="Example X-rays from each training source (their "
+                                                               "licences: see examples/README.md)")
             with gr.Column():
-                label = gr.Label(num_top_classes=2, label="Calibrated probabilities", elem_id="probabilities")
+                label = decision_label(num_top_classes=2, label="Decision at the threshold; calibrated probabilities",
+                                       elem_id="probabilities")
                 decision = gr.Markdown(elem_id="decision")
                 heatmap = gr.Image(label="Heatmap: where the model sees evidence of a fracture", type="pil",
                                    format="jpeg", interactive=False, elem_id="heatmap")

@@ -12,14 +12,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .model import ModelError
+from .errors import CalibrationError
 
 # The class a positive decision means. Training requires a folder of this name.
 POSITIVE_LABEL = "fractured"
-
-
-class CalibrationError(ModelError):
-    """A model's `config.json` lacks what turns its logits into a decision; the message says what."""
 
 
 @dataclass(frozen=True)

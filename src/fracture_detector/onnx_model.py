@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import ModelError, check_model_folder, load_model, model_inputs
-from .xray_check import concat_stages, stage_statistics
+from .errors import ModelError
+from .model import check_model_folder, load_model, model_inputs
+from .xray_check import stage_indices, stage_rows
 
 ONNX_FILE = "model.onnx"
-# What can run a model (`predict.Predictor`): ONNX Runtime where there is an export ("auto"), always, or PyTorch.
-BACKENDS = ("auto", "onnx", "torch")
 OUTPUTS = ("logits", "features", "xray_stats")
 OPSET = 18
 # Where exports of folders that hold no model.onnx (the bundled model) are kept: one sub-folder per weights hash.
@@ -47,17 +47,21 @@ CACHE_MAX_AGE_DAYS = 30  # exports unused this long are deleted when a new one i
 
 
 class ServingModel(torch.nn.Module):
-    """A timm classifier as it is served: logits, last feature map and the X-ray check's statistics, in one pass."""
+    """A timm classifier as it is served: logits, last feature map and the X-ray check's statistics, in one pass.
+
+    The stages come from timm's `forward_intermediates`, not from hooks: nothing is added to
+    the shared model per call, so threads can run one `ServingModel` at once.
+    """
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.stages = stage_indices(model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with stage_statistics(self.model) as captured:
-            features = self.model.forward_features(x)
-            logits = self.model.forward_head(features)
-        return logits, features, concat_stages(captured)
+        features, stages = self.model.forward_intermediates(x, indices=self.stages)
+        logits = self.model.forward_head(features)
+        return logits, features, stage_rows(stages)
 
 
 def weights_digest(model_dir: str | Path) -> str:
@@ -115,16 +119,35 @@ def recorded_digest(path: str | Path) -> str | None:
     return {prop.key: prop.value for prop in proto.metadata_props}.get("weights_sha256")
 
 
-def cached_export(model_dir: str | Path, digest: str, log=None) -> Path:
+def cached_export_path(digest: str) -> Path:
+    """Where `cached_export` keeps the export of the weights whose hash is `digest`."""
+    return CACHE / digest[:16] / ONNX_FILE
+
+
+def cached_export(model_dir: str | Path, digest: str, log=None, in_subprocess: bool = False) -> Path:
     """The `model.onnx` of a folder that has none, built on first use into `CACHE` under its weights' hash
-    `digest` (`log`, default stderr, says so). Building one prunes exports unused for `CACHE_MAX_AGE_DAYS`."""
-    out = CACHE / digest[:16] / ONNX_FILE
+    `digest` (`log`, default stderr, says so). Building one prunes exports unused for `CACHE_MAX_AGE_DAYS`.
+
+    With `in_subprocess`, another Python process exports (`fracture-detector export`): PyTorch's
+    exporter patches module calls process-wide while it traces, so an export beside threads that
+    run the model would break both. A failed export raises `OSError`.
+    """
+    out = cached_export_path(digest)
     if out.is_file():
         with contextlib.suppress(OSError):  # a read-only cache still serves; its entries just age
             os.utime(out)  # the file's time is when it was last used: what prune_cache reads
         return out
     (log or _to_stderr)(f"Exporting the model to ONNX for ONNX Runtime (once; kept in {out.parent})...")
-    export(model_dir, out)
+    if in_subprocess:
+        package_parent = str(Path(__file__).resolve().parents[1])  # importable also from a plain checkout
+        path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        done = subprocess.run([sys.executable, "-m", "fracture_detector", "export", str(model_dir), "--output",
+                               str(out)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+            raise OSError(f"the export process failed: {last}")
+    else:
+        export(model_dir, out)
     prune_cache(keep=out.parent)
     return out
 

@@ -14,6 +14,7 @@ not answer.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,12 +26,20 @@ from PIL import Image
 
 from . import hub
 from .calibration import Calibration
-from .decode import DecodeError, open_image
+from .decode import open_image
+from .errors import DecodeError, ModelError, NotAnXrayError
 from .heatmap import cam_weights, class_activation_map, gradcam
-from .model import ModelError, check_model_folder, load_model, model_inputs
-from .onnx_model import BACKENDS, ONNX_FILE, OnnxSession, ServingModel, cached_export, weights_digest
+from .model import check_model_folder, load_model, model_inputs
+from .onnx_model import (
+    ONNX_FILE,
+    OnnxSession,
+    ServingModel,
+    cached_export,
+    cached_export_path,
+    weights_digest,
+)
 from .preprocess import equalize, to_pixels, upright
-from .resources import BUNDLED_MODEL
+from .resources import BACKENDS, BUNDLED_MODEL
 from .xray_check import (
     NOT_AN_XRAY,
     UNCHECKED,
@@ -44,14 +53,6 @@ from .xray_check import (
 
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
 FAR_FROM_XRAYS = "its features are far from those of every X-ray the model was trained on"
-
-
-class NotAnXrayError(DecodeError):
-    """The file is an image, but it does not look like an X-ray; `finding` says what the check saw."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(name, f"this does not look like an X-ray ({reason})")
-        self.finding = reason  # what the check saw, e.g. "it is a colour image"
 
 
 @dataclass
@@ -126,13 +127,15 @@ def read_xray(source: str | Path | bytes, image_size: int, check: bool = True) -
 class Predictor:
     """Classify X-ray files or pixel grids exactly as training and evaluation did."""
 
-    def __init__(self, model_dir: str | Path = BUNDLED_MODEL, backend: str = "auto", log=None):
+    def __init__(self, model_dir: str | Path = BUNDLED_MODEL, backend: str = "auto", log=None,
+                 wait_for_export: bool = True):
         """Load a saved model folder; `ModelError` (or `CalibrationError`) if it is not a calibrated model.
 
         `backend`: "onnx" runs the model with ONNX Runtime (the folder's `model.onnx`, or one
         exported into the cache on first use), "torch" with PyTorch, and "auto" with ONNX
         Runtime where the folder has `model.onnx` or is the bundled model, else PyTorch.
-        `log` (default: stderr) tells of a first-use export.
+        `log` (default: stderr) tells of a first-use export. With `wait_for_export=False` (the
+        demo), a first-use export runs in a background thread while PyTorch answers (`exporting`).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -150,23 +153,43 @@ class Predictor:
         self.equalize = bool(self.config.get("equalize", False))
         self.cam_weights = cam_weights(self.model, self.positive)  # None: heatmaps by Grad-CAM
         self.feature_check = load_feature_check(model_dir)  # None: the cheap image statistics only
+        # Grad-CAM (Captum) and its statistics hook the shared model for one call: one such call at a time.
+        # Everything else adds nothing to the model, so threads share a Predictor freely.
+        self._hooked = threading.Lock()
         widths = stage_widths(self.model)
         if self.feature_check is not None and self.feature_check.sizes != widths:
             raise ModelError(f"{model_dir}: its X-ray check was fitted on feature stages of widths "
                              f"{self.feature_check.sizes}, the model's are {widths}")
         self.session = None  # an OnnxSession when ONNX Runtime runs the model
+        self.exporting: threading.Thread | None = None  # the background export, while it runs
         onnx_file = self.model_dir / ONNX_FILE
         bundled = self.model_dir.resolve() == BUNDLED_MODEL.resolve()
         if backend == "onnx" or (backend == "auto" and (onnx_file.is_file() or bundled)):
             digest = weights_digest(self.model_dir)  # once: it names the cache and checks the export
-            try:
-                path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, digest, log)
-            except OSError as e:  # e.g. a read-only cache folder
-                if backend == "onnx":
-                    raise ModelError(f"cannot export {model_dir} to ONNX: {e}") from None
-                print(f"ONNX export failed ({e}); running the model with PyTorch", file=sys.stderr, flush=True)
+            if backend == "auto" and not wait_for_export and not onnx_file.is_file() \
+                    and not cached_export_path(digest).is_file():
+                # A first start (a fresh Space or container): answer with PyTorch now, switch when the export is built.
+                self.exporting = threading.Thread(target=self._use_onnx, args=(digest, backend, log, True),
+                                                  daemon=True, name="onnx-export")
+                self.exporting.start()
             else:
-                self.session = OnnxSession(path, self.model_dir, digest)
+                self._use_onnx(digest, backend, log)
+
+    def _use_onnx(self, digest: str, backend: str, log, in_background: bool = False) -> None:
+        """Run the model with ONNX Runtime from now on: the folder's `model.onnx`, or one exported into the cache
+        (`in_background`: by another process, while this one's threads run the model).
+
+        An export that fails falls back to PyTorch with one line (a `ModelError` if `backend` is "onnx").
+        """
+        onnx_file = self.model_dir / ONNX_FILE
+        try:
+            path = onnx_file if onnx_file.is_file() else cached_export(self.model_dir, digest, log, in_background)
+        except OSError as e:  # e.g. a read-only cache folder
+            if backend == "onnx":
+                raise ModelError(f"cannot export {self.model_dir} to ONNX: {e}") from None
+            print(f"ONNX export failed ({e}); running the model with PyTorch", file=sys.stderr, flush=True)
+        else:
+            self.session = OnnxSession(path, self.model_dir, digest)  # one assignment: threads see old or new
 
     @property
     def backend(self) -> str:
@@ -203,7 +226,7 @@ class Predictor:
         grids = self.model_grids(np.asarray(pixels))
         cams = None
         if heatmaps and self.cam_weights is None:  # a head without a class activation map: Grad-CAM
-            with stage_statistics(self.model) as captured:
+            with self._hooked, stage_statistics(self.model) as captured:
                 logits, cams = gradcam(self.model, grids, self.positive)
             stats = concat_stages(captured) if len(grids) else None
         else:
@@ -231,8 +254,9 @@ class Predictor:
         if not len(grids):
             return torch.zeros(0, len(self.label_names)), torch.zeros(0), torch.zeros(0)
         inputs = model_inputs(self.model, grids)
-        if self.session is not None:
-            return self.session.run(inputs)
+        session = self.session  # read once: a background export may set it between two reads
+        if session is not None:
+            return session.run(inputs)
         with torch.inference_mode():
             logits, features, stats = self.serving(inputs)
         return logits.float(), features, stats
@@ -260,12 +284,16 @@ class Predictor:
         pass as the predictions. A file that fails gets `error` (why) and no prediction; one
         that is not an X-ray gets `error` and a prediction without probabilities.
         """
+        if batch_size < 1 or workers < 1:
+            raise ValueError(f"batch_size and workers must be at least 1, not {batch_size} and {workers}")
 
         def load(source):
             try:
                 return read_xray(source, self.image_size, check)
             except DecodeError as e:
                 return e.reason
+            except Exception as e:  # whatever else a decoder raises is this file's failure, not the batch's
+                return f"could not be read ({type(e).__name__}: {str(e)[:200]})"
 
         batches = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
         with ThreadPoolExecutor(workers) as pool:

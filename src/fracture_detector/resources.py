@@ -15,11 +15,13 @@ def package_path(name: str) -> Path:
     return Path(str(files("fracture_detector") / name))
 
 
+# What can run a model (`predict.Predictor`): ONNX Runtime where there is an export ("auto"), always, or PyTorch.
+BACKENDS = ("auto", "onnx", "torch")
 BUNDLED_MODEL = package_path("default_model")
 EXAMPLES = package_path("examples")
 CARD_TEMPLATE = package_path("model_card.md")
 
 
 def example_xrays() -> list[Path]:
-    """The example X-rays shipped with the package (Kaggle, ODC-By 1.0; Roboflow, CC BY 4.0; see examples/README.md)."""
+    """The example X-rays shipped with the package (see examples/README.md for their sources and licences)."""
     return sorted(EXAMPLES.glob("*.jpg"))

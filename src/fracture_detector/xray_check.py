@@ -84,9 +84,7 @@ def stage_statistics(model: torch.nn.Module) -> Iterator[dict[str, list[torch.Te
 
     def keep(name):
         def hook(_module, _args, out):
-            std, mean = torch.std_mean(out.detach().float(), dim=(2, 3))
-            std = std.nan_to_num(0.0)  # a 1 x 1 map (a tiny input) has no spread
-            captured[name].append(torch.cat([mean, std], 1))
+            captured[name].append(channel_statistics(out))
         return hook
 
     hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in captured]
@@ -95,6 +93,23 @@ def stage_statistics(model: torch.nn.Module) -> Iterator[dict[str, list[torch.Te
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def stage_indices(model: torch.nn.Module) -> list[int]:
+    """`STAGES` as the non-negative `feature_info` indices that timm's `forward_intermediates` takes."""
+    return [k % len(model.feature_info) for k in STAGES]
+
+
+def channel_statistics(feature_map: torch.Tensor) -> torch.Tensor:
+    """`(N, 2 x channels)`: each channel's mean, then each channel's deviation, of a feature map `(N, C, h, w)`."""
+    std, mean = torch.std_mean(feature_map.detach().float(), dim=(2, 3))
+    return torch.cat([mean, std.nan_to_num(0.0)], 1)  # a 1 x 1 map (a tiny input) has no spread
+
+
+def stage_rows(stages: list[torch.Tensor]) -> torch.Tensor:
+    """`(N, sum of 2 x channels)` from the feature maps of the `STAGES` (`forward_intermediates`), stages side
+    by side: the same rows as `stage_statistics` collects."""
+    return torch.cat([channel_statistics(out) for out in stages], 1)
 
 
 def stage_widths(model: torch.nn.Module) -> list[int]:

@@ -1,0 +1,132 @@
+"""The number that matters most: how the model does at a hospital it has never seen.
+
+For each source, train on the others with the bundled model's recipe (its `train_config.json`,
+or `--config`), then score that source's clean test split: X-rays of a site that no part of
+the run saw. The split is the one that training on all the sources makes (same seed), so the
+numbers sit beside the bundled model's in-source ones; test X-rays whose copy group reaches
+into another source are left out, since a copy of them may have been trained on. Each
+held-out model keeps its own threshold, chosen on its training sources' validation X-rays,
+so "specificity at the threshold" is what a new site would get from it as shipped.
+
+    python bench/unseen_site.py --data fracture-multi-region=/tmp/fmr roboflow-bone-fracture=/tmp/rbf \\
+        fracatlas=/tmp/fra [--seeds 0 1 2] [--held-out fracatlas]
+
+Runs take minutes each on 2 cores, so results accumulate in `bench/results/unseen_site.json`
+(one entry per held-out source and seed); the table covers all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import add_out_argument, loadavg, md_table, met, write_results
+
+from fracture_detector.calibration import Calibration
+from fracture_detector.data import parse_source
+from fracture_detector.evaluate import evaluate
+from fracture_detector.model import load_model, predict_logits, read_config
+from fracture_detector.resources import BUNDLED_MODEL
+from fracture_detector.training import TrainConfig, prepare_data, train
+
+TARGET_ROC_AUC = 0.80  # issue 20: leave-one-source-out ROC-AUC of each source
+RECIPE_KEYS = ("arch", "pretrained", "pretrained_offline", "epochs", "batch_size", "lr", "weight_decay",
+               "warmup_epochs", "label_smoothing", "augmentation", "image_size", "equalize", "target_sensitivity",
+               "balance_sources", "half_weights")
+
+
+def recipe(config_file: Path) -> dict:
+    """The training options of a run's `train_config.json`, without its data, output or seed."""
+    return {k: v for k, v in json.loads(config_file.read_text()).items() if k in RECIPE_KEYS}
+
+
+def unseen_test(data: list[str], options: dict, seed: int, held_out: str):
+    """The held-out source's clean test X-rays in the split of all sources, minus groups shared with others."""
+    cfg = TrainConfig(data=data, seed=seed, **options)
+    _, images, _ = prepare_data(cfg, None, log=lambda *_: None)
+    mine = images.sources == held_out
+    shared = np.isin(images.groups, np.unique(images.groups[~mine]))  # a copy lives in another source
+    idx = np.flatnonzero(mine & (images.split == "test") & ~shared)
+    return images, idx, int((mine & (images.split == "test") & shared).sum())
+
+
+def run(data: list[str], options: dict, seed: int, held_out: str, bootstrap: int) -> dict:
+    """Train without `held_out`, then score its clean test split."""
+    training = [spec for spec in data if parse_source(spec)[0] != held_out]
+    images, idx, left_out = unseen_test(data, options, seed, held_out)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(data=training, output_dir=str(Path(tmp) / "model"), seed=seed, onnx=False,
+                          bootstrap=bootstrap, **options)
+        out_dir = train(cfg)
+        model, _ = load_model(out_dir)
+        calibration = Calibration.from_config(read_config(out_dir))
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+    logits = predict_logits(model, images.pixels[idx]).numpy()
+    unseen = evaluate(logits, images.labels[idx], images.label_names, calibration, groups=images.groups[idx],
+                      bootstrap=bootstrap)
+    return {"held_out": held_out, "seed": seed, "trained_on": training, "options": options,
+            "left_out_shared_copies": left_out, "threshold": calibration.threshold, "unseen": unseen,
+            "in_source": {s: r["clean_test"] for s, r in metrics["by_source"].items()},
+            "wall_seconds": metrics["wall_seconds"]}
+
+
+def markdown(runs: list[dict]) -> str:
+    """One row per held-out source: each seed's ROC-AUC with its interval, and mean +- sd over the seeds."""
+    rows = []
+    for held_out in sorted({r["held_out"] for r in runs}):
+        mine = sorted((r for r in runs if r["held_out"] == held_out), key=lambda r: r["seed"])
+        aucs = [r["unseen"]["roc_auc"] for r in mine]
+        spread = f"{np.mean(aucs):.3f} +- {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else "one seed"
+        for r in mine:
+            u = r["unseen"]
+            lo, hi = u.get("roc_auc_ci95", (float("nan"),) * 2)
+            rows.append([held_out, " + ".join(parse_source(s)[0] for s in r["trained_on"]), r["seed"],
+                         f"{u['images']} in {u['groups']} copy groups ({u['positives']} fractured)",
+                         f"{u['roc_auc']:.3f} [{lo:.2f}, {hi:.2f}]",
+                         spread, f"{r['threshold']:.3f}", f"{u['sensitivity']:.2f} / {u['specificity']:.2f}",
+                         f"{r['wall_seconds'] / 60:.1f} min", met(u["roc_auc"] >= TARGET_ROC_AUC)])
+    header = ["held-out source (never trained on)", "trained on", "seed", "test images", "ROC-AUC [95% CI]",
+              "ROC-AUC mean +- sd over seeds", "its threshold", "sensitivity / specificity at it", "training time",
+              f"ROC-AUC >= {TARGET_ROC_AUC}"]
+    return ("Leave one source out: trained on the other sources with the bundled recipe, scored on the held-out "
+            "source's clean test split, 2 CPU cores; `python bench/unseen_site.py`.\n\n" + md_table(header, rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", default=[], help="NAME=FOLDER sources, as for train.py (at least 2)")
+    p.add_argument("--held-out", nargs="+", help="sources to hold out (default: each in turn)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
+                   help="the recipe: a run's train_config.json (default: the bundled model's)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--table-only", action="store_true", help="rewrite the table of the runs in --out, train nothing")
+    add_out_argument(p, __file__)
+    args = p.parse_args()
+    names = [parse_source(spec)[0] for spec in args.data]
+    if len(names) < 2 and not args.table_only:
+        p.error("needs at least two sources: one to hold out, one to train on")
+    before = loadavg()
+    out = Path(args.out)
+    runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
+    if args.table_only:
+        record = json.loads(out.read_text())
+        record["markdown"] = markdown(runs)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(record["markdown"])
+        return
+    options = recipe(args.config)
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= set(options)
+    for seed in args.seeds:
+        for held_out in args.held_out or names:
+            runs = [r for r in runs if (r["held_out"], r["seed"]) != (held_out, seed)]
+            runs.append(run(args.data, options, seed, held_out, args.bootstrap))
+            write_results(out, {"data": args.data, "runs": runs}, markdown(runs), before)  # keep what finished
+
+
+if __name__ == "__main__":
+    main()
