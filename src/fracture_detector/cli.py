@@ -60,7 +60,6 @@ def run_predict(args: argparse.Namespace) -> int:
     """Classify every input, write the table / JSON / CSV / heatmaps; 1 if any file failed."""
     from .heatmap import overlay
     from .predict import Predictor, resolve_model
-    from .xray_check import UNFAMILIAR
 
     for out in (args.json, args.csv):  # fail before the work, not after it
         if out and not Path(out).resolve().parent.is_dir():
@@ -91,7 +90,7 @@ def run_predict(args: argparse.Namespace) -> int:
             record["heatmap"] = str(out)
         records.append(record)
 
-    print_table(records, predictor.label_names[predictor.positive], predictor.threshold, UNFAMILIAR)
+    print_table(records, predictor.label_names[predictor.positive], predictor.threshold)
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     if args.csv:
@@ -104,7 +103,9 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def print_table(records: list[dict], positive: str, threshold: float, unfamiliar: str) -> None:
+def print_table(records: list[dict], positive: str, threshold: float) -> None:
+    from .xray_check import UNFAMILIAR  # here, not at the top: it loads PyTorch, which `--help` does without
+
     width = min(max([len(r["path"]) for r in records] + [4]), 70)
     print(f"{'path':<{width}}  {'P(' + positive + ')':>14}  decision (threshold {threshold:.3f})")
     for r in records:
@@ -112,7 +113,7 @@ def print_table(records: list[dict], positive: str, threshold: float, unfamiliar
         if r["error"]:
             print(f"{path:<{width}}  {'-':>14}  error: {r['error']}")
         else:
-            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == unfamiliar else ""
+            unlike = "  (X-ray unlike the training data: less reliable)" if r["xray_check"] == UNFAMILIAR else ""
             print(f"{path:<{width}}  {r['probabilities'][positive]:>14.4f}  {r['decision']}{unlike}")
 
 
