@@ -12,8 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.app import build_demo, limit_malloc_arenas, start  # noqa: E402
-from fracture_detector.hub import HubError  # noqa: E402
-from fracture_detector.model import ModelError  # noqa: E402
+from fracture_detector.errors import HubError, ModelError  # noqa: E402
 from fracture_detector.predict import BACKENDS, resolve_for_serving  # noqa: E402
 
 

@@ -20,8 +20,8 @@ from accelerate import PartialState
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.data import DataError  # noqa: E402
-from fracture_detector.hub import HubError, push  # noqa: E402
-from fracture_detector.model import ModelError  # noqa: E402
+from fracture_detector.errors import HubError, ModelError  # noqa: E402
+from fracture_detector.hub import push  # noqa: E402
 from fracture_detector.training import TrainConfig, TrainingError, evaluate_folder, train  # noqa: E402
 
 

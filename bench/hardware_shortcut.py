@@ -41,7 +41,7 @@ def clean_test_files(model_dir: Path, data: Path) -> list[dict]:
     return rows
 
 
-def score(rows: list[dict], mask: np.ndarray, prob: np.ndarray, is_pos: np.ndarray, groups: np.ndarray) -> dict:
+def score(mask: np.ndarray, prob: np.ndarray, is_pos: np.ndarray, groups: np.ndarray) -> dict:
     lo, hi = bootstrap_ci(roc_auc_score, prob[mask], is_pos[mask], groups[mask])
     return {"images": int(mask.sum()), "fractured": int(is_pos[mask].sum()),
             "roc_auc": float(roc_auc_score(is_pos[mask], prob[mask])), "roc_auc_ci95": [lo, hi]}
@@ -69,8 +69,8 @@ def main() -> None:
     groups = np.array([int(r["group"]) for r in rows])
     metal = np.array([hardware[Path(r["path"]).name] for r in rows])
     everything = np.ones(len(rows), dtype=bool)
-    out = {"model": str(args.model), "all": score(rows, everything, prob, is_pos, groups),
-           "without_hardware": score(rows, ~metal, prob, is_pos, groups),
+    out = {"model": str(args.model), "all": score(everything, prob, is_pos, groups),
+           "without_hardware": score(~metal, prob, is_pos, groups),
            "hardware": {"images": int(metal.sum()), "fractured": int(is_pos[metal].sum()),
                         "flagged": int((prob[metal] >= predictor.threshold).sum())}}
     table = md_table(

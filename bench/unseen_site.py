@@ -18,7 +18,6 @@ Runs take minutes each on 2 cores, so results accumulate in `bench/results/unsee
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from common import add_out_argument, loadavg, md_table, met, write_results
 
 from fracture_detector.calibration import Calibration
-from fracture_detector.data import parse_source
+from fracture_detector.data import Images, parse_source
 from fracture_detector.evaluate import evaluate
 from fracture_detector.model import load_model, predict_logits, read_config
 from fracture_detector.resources import BUNDLED_MODEL
@@ -44,20 +43,23 @@ def recipe(config_file: Path) -> dict:
     return {k: v for k, v in json.loads(config_file.read_text()).items() if k in RECIPE_KEYS}
 
 
-def unseen_test(data: list[str], options: dict, seed: int, held_out: str):
-    """The held-out source's clean test X-rays in the split of all sources, minus groups shared with others."""
-    cfg = TrainConfig(data=data, seed=seed, **options)
-    _, images, _ = prepare_data(cfg, None, log=lambda *_: None)
-    mine = images.sources == held_out
+def all_sources(data: list[str], options: dict, seed: int) -> Images:
+    """Every source decoded and split as training on all of them splits (same seed): once per seed."""
+    _, images, _ = prepare_data(TrainConfig(data=data, seed=seed, **options), None, log=lambda *_: None)
+    return images
+
+
+def unseen_test(images: Images, held_out: str) -> tuple[np.ndarray, int]:
+    """The held-out source's clean test X-rays, minus groups shared with other sources (and how many those are)."""
+    mine, test = images.sources == held_out, images.split == "test"
     shared = np.isin(images.groups, np.unique(images.groups[~mine]))  # a copy lives in another source
-    idx = np.flatnonzero(mine & (images.split == "test") & ~shared)
-    return images, idx, int((mine & (images.split == "test") & shared).sum())
+    return np.flatnonzero(mine & test & ~shared), int((mine & test & shared).sum())
 
 
-def run(data: list[str], options: dict, seed: int, held_out: str, bootstrap: int) -> dict:
-    """Train without `held_out`, then score its clean test split."""
+def run(data: list[str], images: Images, options: dict, seed: int, held_out: str, bootstrap: int) -> dict:
+    """Train without `held_out`, then score its clean test split (`images`: `all_sources` for this seed)."""
     training = [spec for spec in data if parse_source(spec)[0] != held_out]
-    images, idx, left_out = unseen_test(data, options, seed, held_out)
+    idx, left_out = unseen_test(images, held_out)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=training, output_dir=str(Path(tmp) / "model"), seed=seed, onnx=False,
                           bootstrap=bootstrap, **options)
@@ -120,11 +122,11 @@ def main() -> None:
         print(record["markdown"])
         return
     options = recipe(args.config)
-    assert {f.name for f in dataclasses.fields(TrainConfig)} >= set(options)
     for seed in args.seeds:
+        images = all_sources(args.data, options, seed)
         for held_out in args.held_out or names:
             runs = [r for r in runs if (r["held_out"], r["seed"]) != (held_out, seed)]
-            runs.append(run(args.data, options, seed, held_out, args.bootstrap))
+            runs.append(run(args.data, images, options, seed, held_out, args.bootstrap))
             write_results(out, {"data": args.data, "runs": runs}, markdown(runs), before)  # keep what finished
 
 

@@ -24,7 +24,7 @@ from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL, EXAMPLES
 from fracture_detector.xray_check import FAMILIAR
 
-SHORT_NAMES = {"fracture-multi-region": "kaggle", "roboflow-bone-fracture": "roboflow", "fracatlas": "fracatlas"}
+SHORT_NAMES = {"fracture-multi-region": "kaggle", "roboflow-bone-fracture": "roboflow"}  # others: their name
 
 
 def clean_test_groups(model_dir: Path) -> dict[tuple[str, str], list[dict]]:

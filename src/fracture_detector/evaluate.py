@@ -74,8 +74,8 @@ def threshold_for_every_source(prob_pos: np.ndarray, is_pos: np.ndarray, sources
     higher or lower gets another operating point. The lowest of the per-source thresholds
     holds on each of them (sources without positives set nothing).
     """
-    chosen = [threshold_for_sensitivity(prob_pos[sources == name], is_pos[sources == name], target)
-              for name in np.unique(sources) if is_pos[sources == name].any()]
+    masks = [sources == name for name in np.unique(sources)]
+    chosen = [threshold_for_sensitivity(prob_pos[m], is_pos[m], target) for m in masks if is_pos[m].any()]
     return min(chosen, default=0.5)
 
 
