@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from fracture_detector.app import build_demo, limit_malloc_arenas, start  # noqa: E402
 from fracture_detector.errors import HubError, ModelError  # noqa: E402
-from fracture_detector.predict import BACKENDS, resolve_for_serving  # noqa: E402
+from fracture_detector.loading import resolve_for_serving  # noqa: E402
+from fracture_detector.resources import BACKENDS  # noqa: E402
 
 
 def main() -> None:
@@ -24,8 +25,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
-                        "bundled model; else PyTorch)")
+                   help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, as the bundled "
+                        "model does; else PyTorch)")
     args = p.parse_args()
     limit_malloc_arenas()  # before the model's and the server's threads: resident memory levels off under load
     try:

@@ -15,14 +15,18 @@ import json
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
-
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from fracture_detector.data import DataError  # noqa: E402
+try:
+    from accelerate import PartialState
+
+    from fracture_detector.data import DataError
+    from fracture_detector.training import TrainConfig, TrainingError, evaluate_folder, train
+except ImportError as e:  # the serving install: no PyTorch, timm, datasets or accelerate
+    sys.exit(f"train.py needs the full install ({e.name} is missing): pip install 'fracture-detector[train]', "
+             "or pip install -r requirements.txt")
 from fracture_detector.errors import HubError, ModelError  # noqa: E402
 from fracture_detector.hub import push  # noqa: E402
-from fracture_detector.training import TrainConfig, TrainingError, evaluate_folder, train  # noqa: E402
 
 
 def add_config_options(parser: argparse.ArgumentParser, config=TrainConfig) -> None:

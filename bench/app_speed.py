@@ -114,14 +114,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, script: Path = ROOT / "app.py", env: dict | None = None) -> tuple[subprocess.Popen, float]:
-    """Launch `python app.py` (or another app script; `env` in place of this process's environment) and wait
-    for its first /predict answer; returns the process and the seconds."""
+def start_app(port: int, script: Path = ROOT / "app.py", env: dict | None = None,
+              python: str = sys.executable) -> tuple[subprocess.Popen, float]:
+    """Launch `python app.py` (or another app script, or another Python; `env` in place of this process's
+    environment) and wait for its first /predict answer; returns the process and the seconds."""
     from gradio_client import Client, handle_file
 
     env = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port)], env=env,
+    proc = subprocess.Popen([python, str(script), "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:

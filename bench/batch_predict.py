@@ -152,10 +152,10 @@ def int8_predictor(files: list[Path]) -> Predictor:
     """The bundled model's Predictor with ONNX Runtime running an int8 copy of it, calibrated on `files[:256]`."""
     predictor = Predictor()
     pixels = np.stack([read_xray(f, predictor.image_size, check=False).pixels for f in files[:256]])
-    calibration = model_inputs(predictor.model, predictor.model_grids(pixels)).contiguous().numpy()
+    calibration = predictor.bundle.inputs(predictor.model_grids(pixels))
     int8 = Path(tempfile.mkdtemp(prefix="batch-bench-")) / "model.int8.onnx"
-    quantize(predictor.session.path, calibration, int8)
-    predictor.session.session = session(int8)  # same inputs and outputs as the fp32 export
+    quantize(predictor.runtime.path, calibration, int8)
+    predictor.runtime.session = session(int8)  # same inputs and outputs as the fp32 export
     return predictor
 
 

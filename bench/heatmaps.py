@@ -41,7 +41,7 @@ from common import (
 )
 
 from fracture_detector.data import MANIFEST_NAME, parse_source
-from fracture_detector.heatmap import gradcam
+from fracture_detector.gradcam import gradcam
 from fracture_detector.predict import Predictor, read_xray
 from fracture_detector.resources import BUNDLED_MODEL
 

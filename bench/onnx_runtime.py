@@ -39,7 +39,6 @@ from common import add_out_argument, alternate, command_line, fmt_range, loadavg
 from sklearn.metrics import roc_auc_score
 
 from fracture_detector.data import MANIFEST_NAME, parse_source
-from fracture_detector.model import model_inputs
 from fracture_detector.predict import Predictor, read_xray
 from fracture_detector.resources import BUNDLED_MODEL
 
@@ -176,11 +175,11 @@ def main() -> None:
     before = loadavg()
     roots = dict(parse_source(spec) for spec in args.data)
     predictor = Predictor(BUNDLED_MODEL, backend="onnx")
-    model = predictor.session.path
+    model = predictor.runtime.path
 
     def inputs(files: list[Path]) -> np.ndarray:
         grids = np.stack([read_xray(f, predictor.image_size, check=False).pixels for f in files])
-        return model_inputs(predictor.model, predictor.model_grids(grids)).contiguous().numpy()
+        return predictor.bundle.inputs(predictor.model_grids(grids))
 
     train = manifest_files(roots, "train")
     by_source = [[f for s, f, _ in train if s == source] for source in roots]

@@ -532,25 +532,23 @@ class LogitsOnly:
         torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True)
         predictor.model.to(memory_format=torch.channels_last)
-        self.session = ort.InferenceSession(str(path), predictor.session.session.get_session_options(),
+        self.session = ort.InferenceSession(str(path), predictor.runtime.session.get_session_options(),
                                             providers=["CPUExecutionProvider"])
 
-    def run(self, inputs):
-        import torch
-
-        return torch.from_numpy(self.session.run(None, {"pixels": inputs.contiguous().numpy()})[0]), None, None
+    def forward(self, inputs: np.ndarray):
+        return self.session.run(None, {"pixels": inputs})[0], None, None
 
 
 def cost(predictor: Predictor, rounds: int, folder: Path) -> dict:
     """One example file end to end, as served (ONNX Runtime: the check's statistics in the graph, then its
     distances) and with a logits-only export of the same weights and no check, alternating."""
     example = sorted(EXAMPLES.glob("*.jpg"))[0]
-    check, served, plain = predictor.feature_check, predictor.session, LogitsOnly(predictor, folder)
+    check, served, plain = predictor.feature_check, predictor.runtime, LogitsOnly(predictor, folder)
 
     def run(with_check: bool) -> float:
-        predictor.feature_check, predictor.session = (check, served) if with_check else (None, plain)
+        predictor.feature_check, predictor.runtime = (check, served) if with_check else (None, plain)
         seconds = min(timed(lambda: predictor.predict(example, check=False)) for _ in range(20))  # best of 20
-        predictor.feature_check, predictor.session = check, served
+        predictor.feature_check, predictor.runtime = check, served
         return seconds
 
     values = alternate({"with the check": lambda: run(True), "without": lambda: run(False)}, rounds)

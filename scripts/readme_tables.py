@@ -1,13 +1,14 @@
-"""Write the README's numbers from the files that hold them, so they cannot drift from the code.
+"""Write the numbers of the README and of `docs/` from the files that hold them, so they cannot drift from the code.
 
-Every number of the README sits in a generated block between `<!-- generated:NAME -->` and
+Every number of those pages sits in a generated block between `<!-- generated:NAME -->` and
 `<!-- /generated:NAME -->`, rebuilt here from:
 
-- `bundled`, `leak`: the bundled model's `metrics.json`, `data_report.json`, `config.json` and weights;
+- `bundled`, `leak`, `summary`: the bundled model's `metrics.json`, `data_report.json`, `config.json` and
+  weights (`summary`: with `bench/results/unseen_site.json`);
 - `bench/NAME`: the `markdown` field of `bench/results/NAME.json`, which `python bench/NAME.py` writes.
 
-    python scripts/readme_tables.py           # rewrite README.md in place
-    python scripts/readme_tables.py --check   # exit 1 if README.md is not what the files say (the tests run this)
+    python scripts/readme_tables.py           # rewrite README.md and docs/*.md in place
+    python scripts/readme_tables.py --check   # exit 1 if a page is not what the files say (the tests run this)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the pages with generated blocks
 MODEL = ROOT / "src" / "fracture_detector" / "default_model"
 BENCH_RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "src"))  # the package's TrainConfig, also from a checkout without `pip install`
@@ -154,6 +156,32 @@ def bundled_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_block() -> str:
+    """The front page's table: per source, the bundled model's clean-test numbers, and the ROC-AUC that
+    `bench/unseen_site.py` measured with that source left out of training (a hospital never seen)."""
+    metrics = _read("metrics.json")
+    unseen = json.loads((BENCH_RESULTS / "unseen_site.json").read_text())["results"]["runs"]
+    threshold = metrics["calibration"]["threshold"]
+    lines = ["| source | clean test split | ROC-AUC [95% CI] | sensitivity / specificity at the "
+             f"threshold ({threshold:.3f}) | ROC-AUC at a hospital never seen: trained without this source |",
+             "|---|---|---|---|---|"]
+    for name, results in metrics["by_source"].items():
+        r = results["clean_test"]
+        runs = [run["unseen"] for run in unseen if run["held_out"] == name]
+        if len(runs) == 1:
+            elsewhere = _ci(runs[0], "roc_auc")
+        elif runs:
+            aucs = [run["roc_auc"] for run in runs]
+            mean = sum(aucs) / len(aucs)
+            sd = (sum((a - mean) ** 2 for a in aucs) / (len(aucs) - 1)) ** 0.5
+            elsewhere = f"{mean:.3f} +- {sd:.3f} over {len(aucs)} seeds"
+        else:
+            elsewhere = "not measured"
+        lines.append(f"| {name} | {r['images']} images of {r['groups']} X-rays | {_ci(r, 'roc_auc')} | "
+                     f"{r['sensitivity']:.2f} / {r['specificity']:.2f} | {elsewhere} |")
+    return "\n".join(lines) + "\n"
+
+
 def leak_block() -> str:
     """Per source: how much of the shipped val/test splits copies the shipped training files, the distinct
     X-rays, and the clean split sizes."""
@@ -193,9 +221,11 @@ def block(name: str) -> str:
         return bundled_block()
     if name == "leak":
         return leak_block()
+    if name == "summary":
+        return summary_block()
     if name.startswith("bench/"):
         return bench_block(name.removeprefix("bench/"))
-    raise SystemExit(f"README.md: unknown generated block {name!r}")
+    raise SystemExit(f"unknown generated block {name!r}")
 
 
 def render(text: str) -> str:
@@ -205,16 +235,19 @@ def render(text: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true", help="do not write; exit 1 if README.md is out of date")
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if a page is out of date")
     args = p.parse_args()
-    text = README.read_text()
-    new = render(text)
-    if args.check:
+    stale = []
+    for page in DOCUMENTS:
+        text = page.read_text()
+        new = render(text)
         if new != text:
-            sys.exit("README.md is out of date: run `python scripts/readme_tables.py`")
-        print("README.md matches its source files")
-        return
-    README.write_text(new)
+            stale.append(page.relative_to(ROOT).as_posix())
+            if not args.check:
+                page.write_text(new)
+    if args.check and stale:
+        sys.exit(f"{', '.join(stale)} out of date: run `python scripts/readme_tables.py`")
+    print(f"{', '.join(stale)} rewritten" if stale else "README.md and docs/ match their source files")
 
 
 if __name__ == "__main__":

@@ -71,10 +71,15 @@ def tiny_folder(tmp_path_factory) -> Path:
     return make_imagefolder(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4, "test": 4})
 
 
+# The tests train a small network from scratch: fast, and no ImageNet weights to load. (train.py's defaults are the
+# shipped recipe: tf_efficientnet_lite0 from ImageNet.)
+TEST_ARCH = ("--arch", "regnetx_002", "--no-pretrained-offline")
+
+
 def train_cmd(data: Path | list[str], out: Path, *extra: str) -> list[str]:
     """Command line for a fast CPU training run on tiny data (one folder, or several `NAME=FOLDER` sources)."""
     sources = [str(data)] if isinstance(data, Path | str) else list(data)
-    return [sys.executable, str(ROOT / "train.py"), "--data", *sources, "--output-dir", str(out),
+    return [sys.executable, str(ROOT / "train.py"), "--data", *sources, "--output-dir", str(out), *TEST_ARCH,
             "--image-size", "64", "--batch-size", "8", "--bootstrap", "20", *extra]
 
 

@@ -150,7 +150,7 @@ def test_model_source_hub_then_cache_when_unreachable(hub_server, tmp_path):
     code = """
 import sys
 from fracture_detector.hub import HubError
-from fracture_detector.predict import resolve_for_serving
+from fracture_detector.loading import resolve_for_serving
 try:
     folder, line = resolve_for_serving(sys.argv[1])
     print(line, (folder / "metrics.json").is_file())

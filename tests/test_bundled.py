@@ -101,7 +101,8 @@ def test_bundled_model_rescored_on_its_clean_test_split(tmp_path):
     from fracture_detector.model import predict_logits
     from fracture_detector.predict import Predictor
     from fracture_detector.preprocess import load_pixels
-    from fracture_detector.xray_check import NOT_AN_XRAY, UNFAMILIAR, concat_stages, stage_statistics
+    from fracture_detector.stages import concat_stages, stage_statistics
+    from fracture_detector.xray_check import NOT_AN_XRAY, UNFAMILIAR
 
     with gzip.open(MODEL / "split_manifest.csv.gz", "rt", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, free_port, hub_client_env
 
-from fracture_detector.heatmap import gradcam
+from fracture_detector.gradcam import gradcam
 from fracture_detector.model import ModelError
 from fracture_detector.onnx_model import ONNX_FILE
 from fracture_detector.predict import Predictor, read_xray
@@ -31,7 +31,7 @@ CAM_AGREEMENT_FLOOR = 0.6
 
 @pytest.fixture(scope="module")
 def bundled():
-    """The bundled model run by ONNX Runtime (exported into the test session's cache) and by PyTorch."""
+    """The bundled model run by ONNX Runtime (its model.onnx) and by PyTorch."""
     return Predictor(BUNDLED_MODEL), Predictor(BUNDLED_MODEL, backend="torch")
 
 
@@ -174,14 +174,55 @@ def _cli_download(env: dict, repo_id: str, filename: str) -> str:
 
 
 
-def test_bundled_model_falls_back_to_pytorch_when_the_cache_cannot_be_written(tmp_path):
+def test_an_export_into_a_cache_that_cannot_be_written_is_one_clear_error(without_onnx, tmp_path, monkeypatch):
+    """`--backend onnx` on a folder without model.onnx exports into the cache; when it cannot, it says so."""
+    from fracture_detector import onnx_model
+
     (tmp_path / "file").write_text("")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "FRACTURE_DETECTOR_CACHE": str(tmp_path / "file" / "cache")}
-    code = "import fracture_detector\nprint(fracture_detector.load().backend)"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "torch"
-    assert "ONNX export failed" in proc.stderr and "running the model with PyTorch" in proc.stderr
+    monkeypatch.setattr(onnx_model, "CACHE", tmp_path / "file" / "cache")
+    with pytest.raises(ModelError, match=f"cannot export {without_onnx} to ONNX"):
+        Predictor(without_onnx, backend="onnx")
+    assert Predictor(without_onnx).backend == "torch"  # "auto": PyTorch where the folder has no model.onnx
+
+
+def test_an_export_for_the_cache_holds_its_weights_and_gives_the_same_answers(without_onnx, tmp_path, monkeypatch):
+    from fracture_detector import onnx_model
+
+    monkeypatch.setattr(onnx_model, "CACHE", tmp_path / "cache")
+    cached, plain = Predictor(without_onnx, backend="onnx"), Predictor(without_onnx, backend="torch")
+    assert cached.backend == "onnxruntime" and cached.runtime.path.is_relative_to(tmp_path / "cache")
+    assert cached.runtime.path.stat().st_size > (without_onnx / "model.safetensors").stat().st_size
+    pixels = np.random.default_rng(0).integers(0, 256, (3, cached.image_size, cached.image_size), dtype=np.uint8)
+    for a, b in zip(cached.predict_pixels(pixels, check=False), plain.predict_pixels(pixels, check=False)):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+
+
+def test_model_onnx_beside_the_weights_reads_them_from_model_safetensors(trained):
+    """One copy of the weights: the graph's initializers point into model.safetensors (fp16 there, cast once
+    at load), so model.onnx adds little to the folder."""
+    import onnx
+
+    proto = onnx.load(str(trained / ONNX_FILE), load_external_data=False)
+    external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert len(external) > 0.9 * sum(1 for name in _safetensors_names(trained) if "num_batches" not in name)
+    assert {e.value for t in external for e in t.external_data if e.key == "location"} == {"model.safetensors"}
+    assert (trained / ONNX_FILE).stat().st_size < 0.2 * (trained / "model.safetensors").stat().st_size
+
+
+def _safetensors_names(folder) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", framework="numpy") as f:
+        return list(f.keys())
+
+
+def test_the_bundled_model_ships_its_onnx_graph_within_the_folder_budget():
+    from fracture_detector.onnx_model import weights_digest
+
+    assert Predictor().backend == "onnxruntime"
+    metadata = Predictor().runtime.session.get_modelmeta().custom_metadata_map
+    assert metadata["weights_sha256"] == weights_digest(BUNDLED_MODEL)  # exported from the weights it ships
+    assert sum(f.stat().st_size for f in BUNDLED_MODEL.iterdir()) <= 10 * 10**6
 
 
 def test_the_cache_keeps_exports_in_use_and_prunes_old_ones(tmp_path, monkeypatch):
@@ -197,7 +238,7 @@ def test_the_cache_keeps_exports_in_use_and_prunes_old_ones(tmp_path, monkeypatc
             os.utime(tmp_path / name / f, (mtime, mtime))
         return tmp_path / name
 
-    used = entry("a" * 16)
+    used = entry(onnx_model.cached_export_path("a" * 64).parent.name)  # the export of the weights hashed "aaa..."
     assert onnx_model.cached_export("unused: nothing is exported", "a" * 64) == used / ONNX_FILE
     assert (used / ONNX_FILE).stat().st_mtime > old + 86400  # using an export marks it as used
     stale, kept = entry("b" * 16), entry("c" * 16)
@@ -207,24 +248,6 @@ def test_the_cache_keeps_exports_in_use_and_prunes_old_ones(tmp_path, monkeypatc
     assert onnx_model.prune_cache(keep=kept) == [stale]
     assert not stale.exists()
     assert all(p.exists() for p in (used, kept, recent, writing, other))
-
-
-def test_a_first_start_answers_with_pytorch_while_the_export_is_built(tmp_path, monkeypatch):
-    """What the demo does on a fresh machine: no waiting for the export; ONNX Runtime once it is there."""
-    from fracture_detector import onnx_model
-    from fracture_detector.resources import example_xrays
-
-    monkeypatch.setattr(onnx_model, "CACHE", tmp_path)  # an empty cache, as in a new container or Space
-    predictor = Predictor(wait_for_export=False)
-    assert predictor.exporting is not None and predictor.exporting.is_alive()
-    xray = example_xrays()[0]
-    during = predictor.predict(xray)  # answered at once, by PyTorch
-    predictor.exporting.join(timeout=300)
-    assert predictor.backend == "onnxruntime" and list(tmp_path.glob(f"*/{ONNX_FILE}"))
-    after = predictor.predict(xray)
-    assert after.probabilities == pytest.approx(during.probabilities, abs=1e-5)
-    assert after.check == during.check and after.distance == pytest.approx(during.distance, rel=1e-4)
-    assert Predictor(wait_for_export=False).exporting is None  # the next start finds the export in the cache
 
 
 def test_heatmap_colours_are_matplotlibs_jet():

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_xray, train_cmd
+from conftest import ROOT, TEST_ARCH, make_xray, train_cmd
 from PIL import Image
 from safetensors.torch import load_file
 
-from fracture_detector.model import DEFAULT_ARCH
+from fracture_detector.resources import BUNDLED_MODEL
+from fracture_detector.training import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,16 @@ def _run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
 
 
+def test_train_py_defaults_are_the_bundled_models_recipe():
+    """`python train.py --data ...` trains as the bundled model was trained: every knob but where the data and the
+    output go, and whether it writes model.onnx (the bundled model's was exported afterwards), is its default."""
+    shipped = json.loads((BUNDLED_MODEL / "train_config.json").read_text())
+    defaults = TrainConfig(data=["unused"]).__dict__
+    differ = {k: (defaults[k], v) for k, v in shipped.items() if k not in ("data", "output_dir", "onnx")
+              and defaults[k] != v}
+    assert not differ, f"train.py defaults (first) differ from the bundled model's recipe (second): {differ}"
+
+
 def test_output_folder_is_timm_hub_format(trained):
     names = {p.name for p in trained.iterdir()}
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "data_report.json",
@@ -48,12 +59,12 @@ def test_output_folder_is_timm_hub_format(trained):
         assert name in names, name
     assert not list(trained.glob("*.bin")) and not list(trained.glob("*.pth"))  # no pickles
     cfg = json.loads((trained / "config.json").read_text())
-    assert cfg["architecture"] == DEFAULT_ARCH and cfg["num_classes"] == 2
+    assert cfg["architecture"] == TEST_ARCH[1] and cfg["num_classes"] == 2
     assert cfg["label_names"] == ["fractured", "not fractured"]
     pre = cfg["pretrained_cfg"]
     assert pre["input_size"] == [1, 64, 64] and pre["mean"] == [0.24] and pre["crop_mode"] == "squash"
     assert 0 < cfg["temperature"] and 0 <= cfg["threshold"] <= 1
-    assert cfg["positive_label"] == "fractured" and cfg["target_sensitivity"] == 0.95
+    assert cfg["positive_label"] == "fractured" and cfg["target_sensitivity"] == TrainConfig.target_sensitivity
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["wall_seconds"] > 0
     assert metrics["calibration"] == {k: cfg[k] for k in ("temperature", "threshold", "positive_label",
@@ -194,7 +205,7 @@ def test_training_learns_a_planted_signal(tmp_path):
     """The whole recipe (split, augmentation, schedule, best epoch, calibration) must learn an easy signal."""
     data = make_planted_folder(tmp_path / "planted", {"train": 80, "val": 20, "test": 20})
     out = tmp_path / "model"
-    proc = _run([sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out),
+    proc = _run([sys.executable, str(ROOT / "train.py"), "--data", str(data), "--output-dir", str(out), *TEST_ARCH,
                  "--image-size", "32", "--batch-size", "32", "--epochs", "5", "--lr", "3e-3",
                  "--warmup-epochs", "0.5", "--bootstrap", "0"])
     assert proc.returncode == 0, proc.stderr[-3000:]

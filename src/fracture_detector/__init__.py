@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 def load(model=None, revision=None, backend="auto"):
     """Load a model as a `Predictor`: the bundled default, `hf-hub:ORG/NAME[@REV]`, `local-dir:PATH` or a path.
 
-    `backend`: "auto" (ONNX Runtime where there is a `model.onnx`, and for the bundled model), "onnx" or "torch".
+    `backend`: "auto" (ONNX Runtime where the folder has a `model.onnx`, as the bundled model does), "onnx" or "torch".
     """
-    from .predict import load as _load  # imported here: torch and timm load only when needed
+    from .loading import load as _load  # imported here: torch and timm load only when needed
 
     return _load(model, revision=revision, backend=backend)

@@ -14,11 +14,9 @@ import json
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
-from .errors import DecodeError, NotAnXrayError
 from .heatmap import overlay
-from .predict import FAR_FROM_XRAYS, Predictor, Xray, read_xray
+from .predict import Prediction, Predictor
 from .resources import BUNDLED_MODEL, example_xrays
 
 MAX_BATCH = 32
@@ -80,51 +78,39 @@ def decision_label(**kwargs) -> gr.Label:
 
 def build_demo(model_dir: str | Path = BUNDLED_MODEL, source: str | None = None, backend: str = "auto") -> gr.Blocks:
     """The demo around one `Predictor`; `source` says where the model came from (shown on the page)."""
-    predictor = Predictor(model_dir, backend, wait_for_export=False)  # a first start answers while it exports
+    predictor = Predictor(model_dir, backend)
     positive = predictor.label_names[predictor.positive]
 
-    def read_upload(path: str | None) -> tuple[Xray | None, str | None]:
-        """The decoded X-ray, or None and the message to show instead of a probability."""
-        if not path:
-            return None, "Upload an X-ray image first."
-        try:
-            return read_xray(path, predictor.image_size), None
-        except NotAnXrayError as e:
-            return None, refusal(e.finding)
-        except DecodeError as e:
-            return None, f"**Could not read this file**: {e.reason}"
-        except Exception as e:  # a bug must not fail the other uploads batched with this one
-            return None, f"**Could not process this file** ({type(e).__name__})."
-
     def classify(paths: list[str | None]) -> tuple[list, list, list]:
-        """Batched: one model call (logits, heatmaps and X-ray check) over every readable X-ray in the batch.
+        """Batched: the CLI's batch path (`Predictor.predict_files`) over every upload in the batch, with heatmaps
+        from the same model call.
 
         Nothing raises: with `batch=True` an exception would fail every request in the batch,
         so a bad file gets its message in its own row.
         """
-        rows = [read_upload(path) for path in paths]
-        xrays = [xray for xray, _ in rows if xray is not None]
-        if xrays:
-            pixels = np.stack([x.pixels for x in xrays])
-            results = iter(zip(*predictor.predict_with_heatmaps(pixels, [x.inverted for x in xrays])))
+        results = iter(predictor.predict_files([p for p in paths if p], batch_size=MAX_BATCH, heatmaps=True))
         outputs = []  # (heatmap, probabilities, decision text) per upload
-        for xray, message in rows:
-            if xray is None:
-                outputs.append((None, None, message))
-                continue
-            prediction, cam = next(results)
-            if prediction.probabilities is None:  # the learned check: not an X-ray
-                outputs.append((None, None, refusal(FAR_FROM_XRAYS)))
-                continue
-            text = (f"**{prediction.decision.capitalize()}**: P({positive}) = "
-                    f"{prediction.probabilities[positive]:.3f}; flagged when it reaches the "
-                    f"{predictor.calibration.describe_threshold()}.")
-            if prediction.warning:
-                text += f"\n\n**Warning**: {prediction.warning}"
-            label = (prediction.decision, prediction.probabilities)
-            outputs.append((overlay(xray.image, cam), label, text))
+        for path in paths:
+            r = next(results) if path else None
+            if r is None:
+                outputs.append((None, None, "Upload an X-ray image first."))
+            elif r.refused:
+                outputs.append((None, None, refusal(r.refused)))
+            elif r.error:
+                outputs.append((None, None, f"**Could not read this file**: {r.error}"))
+            else:
+                outputs.append((overlay(r.xray.image, r.heatmap), (r.prediction.decision, r.prediction.probabilities),
+                                decision_text(r.prediction)))
         images, labels, decisions = (list(column) for column in zip(*outputs))
         return images, labels, decisions
+
+    def decision_text(prediction: Prediction) -> str:
+        """The decision in words: the probability, the threshold and what it was chosen for, any warning."""
+        text = (f"**{prediction.decision.capitalize()}**: P({positive}) = {prediction.probabilities[positive]:.3f}; "
+                f"flagged when it reaches the {predictor.calibration.describe_threshold()}.")
+        if prediction.warning:
+            text += f"\n\n**Warning**: {prediction.warning}"
+        return text
 
     arch = predictor.config.get("architecture", "?")
     with gr.Blocks(title="Fracture Detector", analytics_enabled=False) as demo:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from .errors import CalibrationError
 
@@ -57,10 +56,11 @@ class Calibration:
         """Index of the positive class among the model's outputs."""
         return list(label_names).index(self.positive_label)
 
-    def probabilities(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Calibrated softmax probabilities `(N, C)` of logits `(N, C)`."""
-        logits = torch.as_tensor(logits, dtype=torch.float64)
-        return torch.softmax(logits / self.temperature, dim=1).numpy()
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated softmax probabilities `(N, C)` of logits `(N, C)` (an array, or a CPU tensor)."""
+        scaled = np.asarray(logits, dtype=np.float64) / self.temperature
+        exp = np.exp(scaled - scaled.max(1, keepdims=True))
+        return exp / exp.sum(1, keepdims=True)
 
     def describe_threshold(self) -> str:
         """The threshold in words, e.g. 'threshold 0.129 (chosen for 95% sensitivity on validation X-rays)'."""

