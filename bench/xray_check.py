@@ -519,7 +519,11 @@ def real_xrays(predictor: Predictor, data: list[str], seed: int, tmp: Path) -> d
 
 
 class LogitsOnly:
-    """The same weights exported to ONNX with the logits as the only output: the model without the check."""
+    """The same weights exported to ONNX with the logits as the only output: the model without the check (a runtime
+    the Predictor can use in place of its own, `runtime.OnnxRuntime`, for predictions without heatmaps)."""
+
+    name = "onnxruntime"
+    cam_weights = None
 
     def __init__(self, predictor: Predictor, folder: Path):
         import onnxruntime as ort
