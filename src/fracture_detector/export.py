@@ -84,9 +84,9 @@ def share_weights(proto, weights_file: Path) -> int:
     from onnx import TensorProto, numpy_helper
     from safetensors.numpy import load_file
 
-    raw = weights_file.read_bytes()
-    header_size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8 : 8 + header_size])
+    with open(weights_file, "rb") as f:  # the header only: the offsets of the tensors' bytes
+        header_size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_size))
     stored = load_file(str(weights_file))
     types = {"F16": TensorProto.FLOAT16, "F32": TensorProto.FLOAT, "BF16": TensorProto.BFLOAT16}
     kept, casts, shared = [], [], 0

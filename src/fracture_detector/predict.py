@@ -121,14 +121,17 @@ class Predictor:
         """
         self.bundle = ModelBundle(model_dir)
         self.runtime: OnnxRuntime | TorchRuntime = open_runtime(self.bundle, backend, log)
-        self.model_dir = self.bundle.folder
-        self.config = self.bundle.config
-        self.calibration = self.bundle.calibration
-        self.label_names = self.bundle.label_names
-        self.positive = self.bundle.positive
-        self.image_size = self.bundle.image_size
-        self.feature_check = self.bundle.feature_check  # None: the cheap image statistics only
+        # The X-ray check in use (None: the cheap image statistics only); an attribute, so a caller can swap it.
+        self.feature_check = self.bundle.feature_check
         self._torch: TorchRuntime | None = self.runtime if isinstance(self.runtime, TorchRuntime) else None
+
+    # What the model folder says, read from the bundle.
+    model_dir = property(lambda self: self.bundle.folder)
+    config = property(lambda self: self.bundle.config)
+    calibration = property(lambda self: self.bundle.calibration)
+    label_names = property(lambda self: self.bundle.label_names)
+    positive = property(lambda self: self.bundle.positive)
+    image_size = property(lambda self: self.bundle.image_size)
 
     @property
     def backend(self) -> str:
