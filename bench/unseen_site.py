@@ -12,13 +12,19 @@ so "specificity at the threshold" is what a new site would get from it as shippe
         fracatlas=/tmp/fra [--seeds 0 1 2] [--held-out fracatlas]
 
 Runs take minutes each on 2 cores, so results accumulate in `bench/results/unseen_site.json`
-(one entry per held-out source and seed); the table covers all of them.
+(one entry per recipe, held-out source and seed); the first table covers the bundled recipe.
+
+A candidate recipe is the bundled one with options changed, under a name of its own, e.g.
+`--recipe ema --set ema_decay=0.99`; a second table sets each candidate beside the bundled recipe,
+seed by seed on the same held-out X-rays. `--keep-models DIR` keeps each run's model folder
+(with its last checkpoint) for `bench/soup.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,9 +39,10 @@ from fracture_detector.resources import BUNDLED_MODEL
 from fracture_detector.training import TrainConfig, prepare_data, train
 
 TARGET_ROC_AUC = 0.80  # issue 20: leave-one-source-out ROC-AUC of each source
+BUNDLED = "bundled"  # the name of the bundled model's recipe; runs recorded without a name are of it
 RECIPE_KEYS = ("arch", "pretrained", "pretrained_offline", "epochs", "batch_size", "lr", "weight_decay",
                "warmup_epochs", "label_smoothing", "augmentation", "image_size", "equalize", "target_sensitivity",
-               "balance_sources", "half_weights")
+               "balance_sources", "half_weights", "ema_decay")
 
 
 def recipe(config_file: Path) -> dict:
@@ -56,7 +63,12 @@ def unseen_test(images: Images, held_out: str) -> tuple[np.ndarray, int]:
     return np.flatnonzero(mine & test & ~shared), int((mine & test & shared).sum())
 
 
-def run(data: list[str], images: Images, options: dict, seed: int, held_out: str, bootstrap: int) -> dict:
+def recipe_of(run: dict) -> str:
+    return run.get("recipe", BUNDLED)
+
+
+def run(data: list[str], images: Images, options: dict, seed: int, held_out: str, bootstrap: int,
+        name: str = BUNDLED, keep: Path | None = None) -> dict:
     """Train without `held_out`, then score its clean test split (`images`: `all_sources` for this seed)."""
     training = [spec for spec in data if parse_source(spec)[0] != held_out]
     idx, left_out = unseen_test(images, held_out)
@@ -67,22 +79,60 @@ def run(data: list[str], images: Images, options: dict, seed: int, held_out: str
         model, _ = load_model(out_dir)
         calibration = Calibration.from_config(read_config(out_dir))
         metrics = json.loads((out_dir / "metrics.json").read_text())
+        if keep is not None:
+            kept = keep / name / held_out / str(seed)
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(out_dir, kept)
     logits = predict_logits(model, images.pixels[idx]).numpy()
     unseen = evaluate(logits, images.labels[idx], images.label_names, calibration, groups=images.groups[idx],
                       bootstrap=bootstrap)
-    return {"held_out": held_out, "seed": seed, "trained_on": training, "options": options,
+    return {"recipe": name, "held_out": held_out, "seed": seed, "trained_on": training, "options": options,
             "left_out_shared_copies": left_out, "threshold": calibration.threshold, "unseen": unseen,
             "in_source": {s: r["clean_test"] for s, r in metrics["by_source"].items()},
-            "wall_seconds": metrics["wall_seconds"]}
+            "validation_roc_auc": metrics["results"]["validation"]["roc_auc"],
+            "history": metrics["history"], "wall_seconds": metrics["wall_seconds"]}
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def candidates(runs: list[dict]) -> str:
+    """Each candidate recipe beside the bundled one: mean +- sd over the seeds both ran, and the paired difference."""
+    rows = []
+    for name in sorted({recipe_of(r) for r in runs} - {BUNDLED}):
+        for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name}):
+            pairs = {}
+            for r in runs:
+                if r["held_out"] == held_out and recipe_of(r) in (name, BUNDLED):
+                    pairs.setdefault(r["seed"], {})[recipe_of(r)] = r
+            pairs = {seed: p for seed, p in sorted(pairs.items()) if len(p) == 2}
+            if not pairs:
+                continue
+            auc = {k: [p[k]["unseen"]["roc_auc"] for p in pairs.values()] for k in (BUNDLED, name)}
+            spec = {k: [p[k]["unseen"]["specificity"] for p in pairs.values()] for k in (BUNDLED, name)}
+            val = [p[name].get("validation_roc_auc") for p in pairs.values()]
+            rows.append([name, held_out, ", ".join(map(str, pairs)), mean_sd(auc[BUNDLED]), mean_sd(auc[name]),
+                         mean_sd(list(np.subtract(auc[name], auc[BUNDLED]))),
+                         f"{np.mean(spec[BUNDLED]):.2f} / {np.mean(spec[name]):.2f}",
+                         mean_sd(val) if None not in val else "n/a"])
+    if not rows:
+        return ""
+    header = ["candidate", "held-out source", "seeds", "ROC-AUC, bundled recipe", "ROC-AUC, candidate",
+              "difference (candidate - bundled)", "specificity at own threshold, bundled / candidate",
+              "candidate's validation ROC-AUC (training sources)"]
+    return ("\n\nCandidate recipes on the same seeds (same splits, same held-out X-rays), mean +- sd over the seeds:"
+            "\n\n" + md_table(header, rows))
 
 
 def markdown(runs: list[dict]) -> str:
-    """One row per held-out source: each seed's ROC-AUC with its interval, and mean +- sd over the seeds."""
+    """One row per held-out source and seed of the bundled recipe, mean +- sd over the seeds; then the candidates."""
     rows = []
-    for held_out in sorted({r["held_out"] for r in runs}):
-        mine = sorted((r for r in runs if r["held_out"] == held_out), key=lambda r: r["seed"])
+    bundled = [r for r in runs if recipe_of(r) == BUNDLED]
+    for held_out in sorted({r["held_out"] for r in bundled}):
+        mine = sorted((r for r in bundled if r["held_out"] == held_out), key=lambda r: r["seed"])
         aucs = [r["unseen"]["roc_auc"] for r in mine]
-        spread = f"{np.mean(aucs):.3f} +- {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else "one seed"
+        spread = mean_sd(aucs) if len(aucs) > 1 else "one seed"
         for r in mine:
             u = r["unseen"]
             lo, hi = u.get("roc_auc_ci95", (float("nan"),) * 2)
@@ -95,7 +145,8 @@ def markdown(runs: list[dict]) -> str:
               "ROC-AUC mean +- sd over seeds", "its threshold", "sensitivity / specificity at it", "training time",
               f"ROC-AUC >= {TARGET_ROC_AUC}"]
     return ("Leave one source out: trained on the other sources with the bundled recipe, scored on the held-out "
-            "source's clean test split, 2 CPU cores; `python bench/unseen_site.py`.\n\n" + md_table(header, rows))
+            "source's clean test split, 2 CPU cores; `python bench/unseen_site.py`.\n\n" + md_table(header, rows)
+            + candidates(runs))
 
 
 def main() -> None:
@@ -105,6 +156,10 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
                    help="the recipe: a run's train_config.json (default: the bundled model's)")
+    p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="options changed from --config, VALUE as JSON (e.g. ema_decay=0.99 image_size=224)")
+    p.add_argument("--keep-models", type=Path, help="keep each run's model folder under DIR/recipe/held-out/seed")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--table-only", action="store_true", help="rewrite the table of the runs in --out, train nothing")
     add_out_argument(p, __file__)
@@ -122,11 +177,19 @@ def main() -> None:
         print(record["markdown"])
         return
     options = recipe(args.config)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in RECIPE_KEYS:
+            p.error(f"--set {item}: not a recipe option ({', '.join(RECIPE_KEYS)})")
+        options[key] = json.loads(value)
+    if args.set and args.recipe == BUNDLED:
+        p.error("--set changes the recipe: name it with --recipe")
     for seed in args.seeds:
         images = all_sources(args.data, options, seed)
         for held_out in args.held_out or names:
-            runs = [r for r in runs if (r["held_out"], r["seed"]) != (held_out, seed)]
-            runs.append(run(args.data, images, options, seed, held_out, args.bootstrap))
+            runs = [r for r in runs if (recipe_of(r), r["held_out"], r["seed"]) != (args.recipe, held_out, seed)]
+            runs.append(run(args.data, images, options, seed, held_out, args.bootstrap, args.recipe,
+                            args.keep_models))
             write_results(out, {"data": args.data, "runs": runs}, markdown(runs), before)  # keep what finished
 
 

@@ -171,7 +171,8 @@ def summary_block() -> str:
              "|---|---|---|---|---|"]
     for name, results in metrics["by_source"].items():
         r = results["clean_test"]
-        runs = [run["unseen"] for run in unseen if run["held_out"] == name]
+        runs = [run["unseen"] for run in unseen
+                if run["held_out"] == name and run.get("recipe", "bundled") == "bundled"]  # not candidates
         if len(runs) == 1:
             elsewhere = _ci(runs[0], "roc_auc")
         elif runs:

@@ -116,8 +116,9 @@ def test_refuses_to_overwrite_a_run_without_resume(trained, tiny_folder):
     assert proc.returncode != 0 and "--resume" in proc.stderr
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_folder, tmp_path):
-    epochs = ["--epochs", "4"]
+@pytest.mark.parametrize("ema", [[], ["--ema-decay", "0.99"]], ids=["raw-weights", "weight-average"])
+def test_resume_after_kill_matches_uninterrupted_run(tiny_folder, tmp_path, ema):
+    epochs = ["--epochs", "4", *ema]
     full = tmp_path / "full"
     assert _run(train_cmd(tiny_folder, full, *epochs)).returncode == 0
 
@@ -142,6 +143,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_folder, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    if ema:  # it ships the average, scored beside the raw weights each epoch
+        assert all("val_roc_auc_raw_weights" in h for h in history)
+        last = cut / "checkpoints" / (cut / "checkpoints" / "latest").read_text().strip()
+        raw = load_file(last / "model.safetensors")
+        assert any(not torch.equal(a[k], raw[k].to(a[k].dtype)) for k in a if a[k].is_floating_point())
 
 
 def test_accelerate_launch_two_cpu_processes(tiny_folder, tmp_path):

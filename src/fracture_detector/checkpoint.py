@@ -36,14 +36,17 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimizer, state: dict) -> None:
-    """Write epoch `epoch`'s model, optimizer and training state, then point `latest` at it."""
+def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimizer, state: dict,
+                    ema: torch.nn.Module | None = None) -> None:
+    """Write epoch `epoch`'s model, optimizer, weight average (if any) and training state, then point `latest` at it."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     target = ckpt_dir / f"epoch-{epoch:04d}"
     tmp = ckpt_dir / f".tmp-epoch-{epoch:04d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch, "optimizer": opt_meta}))
@@ -57,14 +60,17 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimize
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(ckpt_dir: Path, model: torch.nn.Module, optimizer) -> dict | None:
-    """Restore the latest complete checkpoint into `model` and `optimizer`; returns its state or None."""
+def load_checkpoint(ckpt_dir: Path, model: torch.nn.Module, optimizer,
+                    ema: torch.nn.Module | None = None) -> dict | None:
+    """Restore the latest complete checkpoint into `model`, `optimizer` and `ema`; returns its state or None."""
     pointer = ckpt_dir / "latest"
     if not pointer.is_file():
         return None
     folder = ckpt_dir / pointer.read_text().strip()
     state = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(folder / "model.safetensors"))
+    if ema is not None:
+        ema.load_state_dict(load_file(folder / "ema.safetensors"))
     optimizer.load_state_dict(
         _unflatten_optimizer(load_file(folder / "optimizer.safetensors"), state.pop("optimizer"))
     )
