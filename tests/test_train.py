@@ -150,6 +150,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_folder, tmp_path, ema)
         assert any(not torch.equal(a[k], raw[k].to(a[k].dtype)) for k in a if a[k].is_floating_point())
 
 
+def test_resume_with_a_weight_average_the_run_did_not_keep_is_one_clear_error(trained, tiny_folder, tmp_path):
+    import shutil
+
+    run = shutil.copytree(trained, tmp_path / "run")  # trained without --ema-decay
+    proc = _run(train_cmd(tiny_folder, run, "--epochs", "2", "--resume", "--ema-decay", "0.99"))
+    assert proc.returncode != 0 and "without --ema-decay" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_accelerate_launch_two_cpu_processes(tiny_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",

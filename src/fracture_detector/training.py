@@ -254,6 +254,10 @@ def train(cfg: TrainConfig) -> Path:
              "wall_seconds": 0.0}
     start_epoch = 0
     if cfg.resume:
+        latest = ckpt_dir / "latest"
+        if ema is not None and latest.is_file() and not (ckpt_dir / latest.read_text().strip()
+                                                         / "ema.safetensors").is_file():
+            raise TrainingError("--resume: the interrupted run kept no weight average; resume it without --ema-decay")
         loaded = load_checkpoint(ckpt_dir, model, optimizer, None if ema is None else ema.module)
         if loaded is not None:
             if loaded.get("split_digest") != state["split_digest"]:
