@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from unseen_site import all_sources, recipe, unseen_test
 
 from fracture_detector.calibration import POSITIVE_LABEL
+from fracture_detector.checkpoint import latest_checkpoint
 from fracture_detector.data import split_groups
 from fracture_detector.evaluate import positive_probability
 from fracture_detector.model import load_model, predict_logits
@@ -47,8 +48,7 @@ def soup(models: list[torch.nn.Module]) -> torch.nn.Module:
 def raw_weights(model_dir: Path) -> torch.nn.Module:
     """The run's model with its last checkpoint's raw weights instead of the weights it ships."""
     model, _ = load_model(model_dir)
-    ckpt = model_dir / "checkpoints"
-    model.load_state_dict(load_file(ckpt / (ckpt / "latest").read_text().strip() / "model.safetensors"))
+    model.load_state_dict(load_file(latest_checkpoint(model_dir / "checkpoints") / "model.safetensors"))
     return model.eval()
 
 

@@ -36,6 +36,16 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+class MissingWeightAverage(FileNotFoundError):
+    """A resume asked for the weight average that the interrupted run did not keep."""
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The folder `latest` points at: the last complete epoch (None before the first)."""
+    pointer = ckpt_dir / "latest"
+    return ckpt_dir / pointer.read_text().strip() if pointer.is_file() else None
+
+
 def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimizer, state: dict,
                     ema: torch.nn.Module | None = None) -> None:
     """Write epoch `epoch`'s model, optimizer, weight average (if any) and training state, then point `latest` at it."""
@@ -44,9 +54,9 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimize
     tmp = ckpt_dir / f".tmp-epoch-{epoch:04d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_weights(tmp / "model.safetensors", model)
     if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+        save_weights(tmp / "ema.safetensors", ema)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({**state, "epoch": epoch, "optimizer": opt_meta}))
@@ -62,11 +72,15 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model: torch.nn.Module, optimize
 
 def load_checkpoint(ckpt_dir: Path, model: torch.nn.Module, optimizer,
                     ema: torch.nn.Module | None = None) -> dict | None:
-    """Restore the latest complete checkpoint into `model`, `optimizer` and `ema`; returns its state or None."""
-    pointer = ckpt_dir / "latest"
-    if not pointer.is_file():
+    """Restore the latest complete checkpoint into `model`, `optimizer` and `ema`; returns its state or None.
+
+    Raises `MissingWeightAverage` when `ema` is given but the run kept none.
+    """
+    folder = latest_checkpoint(ckpt_dir)
+    if folder is None:
         return None
-    folder = ckpt_dir / pointer.read_text().strip()
+    if ema is not None and not (folder / "ema.safetensors").is_file():
+        raise MissingWeightAverage(f"{folder} holds no weight average")
     state = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(folder / "model.safetensors"))
     if ema is not None:

@@ -30,7 +30,7 @@ from . import data as data_lib
 from .augment import AUGMENTATIONS, augment
 from .calibration import POSITIVE_LABEL, Calibration
 from .card import write_model_card
-from .checkpoint import load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import MissingWeightAverage, load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
     evaluate,
     fit_temperature,
@@ -254,11 +254,11 @@ def train(cfg: TrainConfig) -> Path:
              "wall_seconds": 0.0}
     start_epoch = 0
     if cfg.resume:
-        latest = ckpt_dir / "latest"
-        if ema is not None and latest.is_file() and not (ckpt_dir / latest.read_text().strip()
-                                                         / "ema.safetensors").is_file():
-            raise TrainingError("--resume: the interrupted run kept no weight average; resume it without --ema-decay")
-        loaded = load_checkpoint(ckpt_dir, model, optimizer, None if ema is None else ema.module)
+        try:
+            loaded = load_checkpoint(ckpt_dir, model, optimizer, None if ema is None else ema.module)
+        except MissingWeightAverage:
+            raise TrainingError("--resume: the interrupted run kept no weight average; "
+                                "resume it without --ema-decay") from None
         if loaded is not None:
             if loaded.get("split_digest") != state["split_digest"]:
                 raise TrainingError("--resume: the data or the split differs from the interrupted run's")
@@ -280,6 +280,7 @@ def train(cfg: TrainConfig) -> Path:
     if acc.is_main_process:
         write_json(out_dir / "train_config.json", asdict(cfg))
 
+    raw_model = acc.unwrap_model(model)  # what the weight average follows
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         model.train()
@@ -300,7 +301,7 @@ def train(cfg: TrainConfig) -> Path:
             loss = train_step(model, optimizer, acc, pixels[idx], labels[idx], g, cfg.label_smoothing,
                               cfg.augmentation)
             if ema is not None:
-                ema.update(acc.unwrap_model(model), step=epoch * steps_per_epoch + i + 1)
+                ema.update(raw_model, step=epoch * steps_per_epoch + i + 1)
             loss_ema = 0.9 * loss_ema + 0.1 * loss if i else loss
             bar.set_postfix(loss_ema=f"{loss_ema:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
