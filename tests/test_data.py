@@ -58,7 +58,15 @@ def test_large_jpeg_decodes_with_bounded_size(tmp_path):
     big = make_xray(5, size=512).resize((4500, 4500))
     (tmp_path / "big.jpg").write_bytes(_jpeg_bytes(big, quality=70))
     im = decode_image(tmp_path / "big.jpg")
-    assert max(im.size) <= 2 * 1024  # decoded at reduced scale via JPEG draft mode
+    assert im.size == (1125, 1125)  # decoded at 1/4 scale in the JPEG decoder (draft mode), still >= 1024
+    small = decode_image(tmp_path / "big.jpg", draft_size=160)
+    assert small.size == (563, 563)  # 1/8, the decoder's smallest scale
+    # The same picture: shrunk to one size, the two decodings agree but for rounding and the decoder's filtering.
+    a, b = (np.asarray(x.resize((160, 160), Image.BILINEAR), dtype=int) for x in (im, small))
+    assert np.abs(a - b).mean() < 2
+    png = tmp_path / "big.png"
+    big.save(png)
+    assert decode_image(png, draft_size=160).size == (4500, 4500)  # only JPEGs have a reduced decoding
 
 
 @pytest.mark.parametrize(

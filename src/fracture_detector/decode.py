@@ -17,8 +17,9 @@ from PIL import Image, ImageOps
 
 from .errors import DecodeError
 
-# Decode JPEGs at a reduced scale when they are much larger than this: the model
-# never needs more, and it bounds memory for very large originals.
+# Decode JPEGs at a reduced scale when they are more than twice this size: the model
+# never needs more, and it bounds memory for very large originals. A caller may ask for less
+# (`draft_size`); `bench/jpeg_draft.py` measures what that changes.
 DRAFT_SIZE = 1024
 # Larger images are refused ("image too large"), by our own check after reading the header: it does not
 # depend on the warnings filters, which are process-wide and not safe to change from decoding threads.
@@ -34,24 +35,26 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
-def decode_image(source: str | Path | bytes) -> Image.Image:
+def decode_image(source: str | Path | bytes, draft_size: int = DRAFT_SIZE) -> Image.Image:
     """Open `source` (a path or the file's bytes) as an 8-bit grayscale ("L") image.
 
     Handles EXIF orientation, palette and alpha PNGs (transparent areas become black,
     the X-ray background), 16-bit and float images (stretched to 8 bits), CMYK,
     animated GIFs (first frame) and DICOM. Raises `DecodeError` for anything unreadable.
+    A JPEG over twice `draft_size` is decoded at the smallest of 1/2, 1/4 or 1/8 scale that keeps
+    both sides at least `draft_size` (Pillow's draft mode: the JPEG decoder does the shrinking).
     """
-    image = open_image(source)
+    image = open_image(source, draft_size)
     return image if image.mode == "L" else image.convert("L")
 
 
-def open_image(source: str | Path | bytes) -> Image.Image:
+def open_image(source: str | Path | bytes, draft_size: int = DRAFT_SIZE) -> Image.Image:
     """Like `decode_image`, but colour images stay "RGB" (everything else is "L")."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if name.lower().endswith(DICOM_SUFFIXES):
         return _open_dicom(source, name)
     try:
-        return _open_pil(io.BytesIO(source) if isinstance(source, bytes) else source, name)
+        return _open_pil(io.BytesIO(source) if isinstance(source, bytes) else source, name, draft_size)
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
@@ -68,23 +71,23 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         if head[128:132] == b"DICM":  # a DICOM file without the .dcm suffix
             return _open_dicom(source, name)
         if head[:2] == b"\xff\xd8" and str(e).startswith("image file is truncated"):
-            return _open_jpeg_without_end(source, name)
+            return _open_jpeg_without_end(source, name, draft_size)
         raise DecodeError(name, f"not a readable image ({e})") from None
 
 
-def _open_pil(fp, name: str) -> Image.Image:
+def _open_pil(fp, name: str, draft_size: int = DRAFT_SIZE) -> Image.Image:
     """Pillow's decoding of an open file or path: first frame, JPEG drafts for big originals, EXIF turned."""
     with Image.open(fp) as im:
         if im.width * im.height > MAX_PIXELS:
             raise DecodeError(name, f"image too large ({im.width} x {im.height} pixels, over {MAX_PIXELS:,})")
         im.seek(0)
-        if im.format == "JPEG" and max(im.size) > 2 * DRAFT_SIZE:
-            im.draft(im.mode, (DRAFT_SIZE, DRAFT_SIZE))
+        if im.format == "JPEG" and max(im.size) > 2 * draft_size:
+            im.draft(im.mode, (draft_size, draft_size))
         im.load()
         return _normalize_mode(ImageOps.exif_transpose(im))
 
 
-def _open_jpeg_without_end(source: str | Path | bytes, name: str) -> Image.Image:
+def _open_jpeg_without_end(source: str | Path | bytes, name: str, draft_size: int = DRAFT_SIZE) -> Image.Image:
     """A JPEG that stops before its end marker: read it if it lacks little image data, else `DecodeError`.
 
     Given an end marker, libjpeg fills what is missing with flat gray (what Pillow's global
@@ -95,12 +98,12 @@ def _open_jpeg_without_end(source: str | Path | bytes, name: str) -> Image.Image
     """
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
-        filled = _open_pil(io.BytesIO(data + JPEG_END), name)
+        filled = _open_pil(io.BytesIO(data + JPEG_END), name, draft_size)
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise DecodeError(name, f"not a readable image ({e})") from None
     noise = random.Random(0).randbytes(len(data)).replace(b"\xff", b"\x00")  # no 0xFF: no marker in it
     try:
-        other = _open_pil(io.BytesIO(data + noise + JPEG_END), name)
+        other = _open_pil(io.BytesIO(data + noise + JPEG_END), name, draft_size)
         a, b = np.asarray(filled), np.asarray(other)
         changed = np.flatnonzero((a != b).reshape(len(a), -1).any(1))  # rows that depend on missing data
         missing = 1 - changed[0] / len(a) if len(changed) else 0.0

