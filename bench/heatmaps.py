@@ -4,7 +4,7 @@ The bundled model's head is global average pooling + linear, so `sum_k w[c, k] *
 last feature map is a heatmap from the forward pass alone (`heatmap.class_activation_map`).
 Grad-CAM (the demo's heatmap before) takes the gradient at the last `feature_info` stage, which
 needs a backward pass. This script measures, on one X-ray per copy group of the bundled model's
-clean test split (both sources):
+clean test split (every source):
 
 1. Agreement: Pearson correlation of the two maps of each X-ray (both at the input size, in
    [0, 1]), over the X-rays where both maps show some positive evidence; how many maps are

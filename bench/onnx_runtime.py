@@ -120,7 +120,9 @@ def quantize(model: Path, calibration: np.ndarray, out: Path, method: str = "Min
 
     t = time.perf_counter()
     prepared = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(model), str(prepared))
+    # ORT's symbolic shape inference cannot read `Constant` nodes with `value_ints` (PyTorch's exporter writes
+    # them); onnx's own shape inference, which quant_pre_process runs as well, covers this fixed-shape CNN.
+    quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
     convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
