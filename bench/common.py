@@ -9,14 +9,16 @@ threads, load averages before and after, all raw numbers and the markdown for th
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import gzip
 import json
 import os
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -119,3 +121,17 @@ def write_results(out: str | Path, results: dict, markdown: str, loadavg_before:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
     print(f"\n{markdown}\n\nwrote {out}")
+
+
+def clean_test_rows(model_dir: Path, sources: Collection[str]) -> list[dict]:
+    """A model's clean-test rows of its `split_manifest.csv.gz` from `sources`, one per distinct image (copies
+    share a hash)."""
+    from fracture_detector.data import MANIFEST_NAME
+
+    seen, rows = set(), []
+    with gzip.open(Path(model_dir) / MANIFEST_NAME, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["source"] in sources and row["split"] == "test" and row["sha256"] not in seen:
+                seen.add(row["sha256"])
+                rows.append(row)
+    return rows

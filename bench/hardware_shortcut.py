@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 from pathlib import Path
 
 import numpy as np
-from common import add_out_argument, loadavg, md_table, write_results
+from common import add_out_argument, clean_test_rows, loadavg, md_table, write_results
 from sklearn.metrics import roc_auc_score
 
-from fracture_detector.data import MANIFEST_NAME
 from fracture_detector.evaluate import bootstrap_ci
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL
@@ -31,14 +29,8 @@ SOURCE = "fracatlas"
 
 
 def clean_test_files(model_dir: Path, data: Path) -> list[dict]:
-    """The FracAtlas rows of the model's clean test split, one per distinct image (copies share a hash)."""
-    seen, rows = set(), []
-    with gzip.open(model_dir / MANIFEST_NAME, "rt", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["source"] == SOURCE and row["split"] == "test" and row["sha256"] not in seen:
-                seen.add(row["sha256"])
-                rows.append({**row, "file": data / row["path"]})
-    return rows
+    """The FracAtlas rows of the model's clean test split, one per distinct image, with their files under `data`."""
+    return [{**row, "file": data / row["path"]} for row in clean_test_rows(model_dir, {SOURCE})]
 
 
 def score(mask: np.ndarray, prob: np.ndarray, is_pos: np.ndarray, groups: np.ndarray) -> dict:

@@ -16,8 +16,6 @@ upright, resize), the median of 3 alternating passes over the files' bytes held 
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import io
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from common import (
     add_out_argument,
     alternate,
+    clean_test_rows,
     fmt_range,
     fmt_ratio,
     loadavg,
@@ -37,27 +36,17 @@ from common import (
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from fracture_detector.data import MANIFEST_NAME, parse_source
-from fracture_detector.decode import DRAFT_SIZE, decode_image
+from fracture_detector.data import parse_source
+from fracture_detector.decode import DRAFT_SIZE
+from fracture_detector.evaluate import sensitivity_specificity
 from fracture_detector.predict import DISPLAY_SIZE, Predictor
-from fracture_detector.preprocess import to_pixels, upright
+from fracture_detector.preprocess import load_pixels
 from fracture_detector.resources import BUNDLED_MODEL
 
 
-def clean_test_files(model_dir: Path, folders: dict[str, Path]) -> list[dict]:
-    """The model's clean-test rows of the given sources, one per distinct image (copies share a hash)."""
-    seen, rows = set(), []
-    with gzip.open(model_dir / MANIFEST_NAME, "rt", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["source"] in folders and row["split"] == "test" and row["sha256"] not in seen:
-                seen.add(row["sha256"])
-                rows.append({**row, "bytes": (folders[row["source"]] / row["path"]).read_bytes()})
-    return rows
-
-
 def read_pixels(files: list[bytes], image_size: int, draft_size: int) -> np.ndarray:
-    """The model's pixel grids, as `preprocess.load_pixels` makes them, with the decoder shrinking to `draft_size`."""
-    return np.stack([to_pixels(upright(decode_image(data, draft_size))[0], image_size) for data in files])
+    """The model's pixel grids, with the decoder shrinking JPEGs to `draft_size`."""
+    return np.stack([load_pixels(data, image_size, draft_size) for data in files])
 
 
 def shrunk_by_decoder(data: bytes, draft_size: int) -> bool:
@@ -72,9 +61,8 @@ def timed_read(files: list[bytes], image_size: int, draft_size: int) -> float:
 
 
 def scores(prob: np.ndarray, is_pos: np.ndarray, threshold: float) -> dict:
-    decided = prob >= threshold
-    return {"roc_auc": float(roc_auc_score(is_pos, prob)),
-            "sensitivity": float(decided[is_pos].mean()), "specificity": float((~decided[~is_pos]).mean())}
+    sensitivity, specificity = sensitivity_specificity(prob, is_pos, threshold)
+    return {"roc_auc": float(roc_auc_score(is_pos, prob)), "sensitivity": sensitivity, "specificity": specificity}
 
 
 def main() -> None:
@@ -89,8 +77,8 @@ def main() -> None:
     predictor = Predictor(args.model)
     size, calibration = predictor.image_size, predictor.calibration
     threshold, positive = calibration.threshold, calibration.positive_label
-    rows = clean_test_files(args.model, folders)
-    files = [r["bytes"] for r in rows]
+    rows = clean_test_rows(args.model, folders)
+    files = [(folders[r["source"]] / r["path"]).read_bytes() for r in rows]
     sources = np.array([r["source"] for r in rows])
     is_pos = np.array([r["label"] == positive for r in rows])
     drafts = {f"as shipped (JPEGs over {2 * DRAFT_SIZE} px to >= {DRAFT_SIZE})": DRAFT_SIZE,

@@ -79,7 +79,7 @@ def threshold_for_every_source(prob_pos: np.ndarray, is_pos: np.ndarray, sources
     return min(chosen, default=0.5)
 
 
-def _sens_spec(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
+def sensitivity_specificity(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
     pred = prob_pos >= threshold
     sens = float(pred[is_pos].mean()) if is_pos.any() else float("nan")
     spec = float((~pred[~is_pos]).mean()) if (~is_pos).any() else float("nan")
@@ -130,7 +130,7 @@ def evaluate(
     pred = np.where(pred_pos, positive, 1 - positive)  # binary: the other class
     groups = np.arange(len(labels)) if groups is None else groups
     both = bool(is_pos.any() and (~is_pos).any())
-    sens, spec = _sens_spec(prob, is_pos, threshold)
+    sens, spec = sensitivity_specificity(prob, is_pos, threshold)
     out = {
         "images": int(len(labels)),
         "groups": int(len(np.unique(groups))),

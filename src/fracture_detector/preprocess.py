@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
-from .decode import decode_image
+from .decode import DRAFT_SIZE, decode_image
 
 IMAGE_SIZE = 224
 # One input channel: X-rays are grayscale. Mean/std of the training images' pixels
@@ -69,9 +69,10 @@ def equalize(pixels: np.ndarray) -> np.ndarray:
         else pixels
 
 
-def load_pixels(source, image_size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decode a file (path or bytes) straight to the model's uint8 pixel grid (upright)."""
-    return to_pixels(upright(decode_image(source))[0], image_size)
+def load_pixels(source, image_size: int = IMAGE_SIZE, draft_size: int = DRAFT_SIZE) -> np.ndarray:
+    """Decode a file (path or bytes) straight to the model's uint8 pixel grid (upright); `draft_size` as for
+    `decode_image`."""
+    return to_pixels(upright(decode_image(source, draft_size))[0], image_size)
 
 
 def normalize(pixels, mean: tuple = MEAN, std: tuple = STD):
