@@ -97,32 +97,55 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
+def paired(runs: list[dict], name: str, held_out: str) -> dict[int, dict[str, dict]]:
+    """Seeds both the bundled recipe and candidate `name` ran with `held_out` left out: {seed: {recipe: run}}."""
+    pairs: dict[int, dict[str, dict]] = {}
+    for r in runs:
+        if r["held_out"] == held_out and recipe_of(r) in (name, BUNDLED):
+            pairs.setdefault(r["seed"], {})[recipe_of(r)] = r
+    return {seed: p for seed, p in sorted(pairs.items()) if len(p) == 2}
+
+
+def overall(runs: list[dict], names: list[str]) -> str:
+    """One line per candidate over every paired run: how often it beat the bundled recipe, and by how much."""
+    rows = []
+    for name in names:
+        pairs = [(held_out, p) for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name})
+                 for p in paired(runs, name, held_out).values()]
+        differences = [p[name]["unseen"]["roc_auc"] - p[BUNDLED]["unseen"]["roc_auc"] for _, p in pairs]
+        rows.append([name, f"{len({h for h, _ in pairs})} sources, {len(pairs)} runs",
+                     f"{sum(d > 0 for d in differences)} of {len(differences)}",
+                     f"{np.mean(differences):+.3f}", f"{min(differences):+.3f} / {max(differences):+.3f}"])
+    header = ["candidate", "paired with the bundled recipe", "runs where the candidate's ROC-AUC is higher",
+              "mean difference (candidate - bundled)", "lowest / highest difference"]
+    return "\n\nEach candidate over all its paired runs (every held-out source and seed):\n\n" + md_table(header, rows)
+
+
 def candidates(runs: list[dict]) -> str:
     """Each candidate recipe beside the bundled one: mean +- sd over the seeds both ran, and the paired difference."""
     rows = []
-    for name in sorted({recipe_of(r) for r in runs} - {BUNDLED}):
+    names = sorted({recipe_of(r) for r in runs} - {BUNDLED})
+    for name in names:
         for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name}):
-            pairs = {}
-            for r in runs:
-                if r["held_out"] == held_out and recipe_of(r) in (name, BUNDLED):
-                    pairs.setdefault(r["seed"], {})[recipe_of(r)] = r
-            pairs = {seed: p for seed, p in sorted(pairs.items()) if len(p) == 2}
+            pairs = paired(runs, name, held_out)
             if not pairs:
                 continue
             auc = {k: [p[k]["unseen"]["roc_auc"] for p in pairs.values()] for k in (BUNDLED, name)}
             spec = {k: [p[k]["unseen"]["specificity"] for p in pairs.values()] for k in (BUNDLED, name)}
+            minutes = {k: np.mean([p[k]["wall_seconds"] for p in pairs.values()]) / 60 for k in (BUNDLED, name)}
             val = [p[name].get("validation_roc_auc") for p in pairs.values()]
             rows.append([name, held_out, ", ".join(map(str, pairs)), mean_sd(auc[BUNDLED]), mean_sd(auc[name]),
                          mean_sd(list(np.subtract(auc[name], auc[BUNDLED]))),
                          f"{np.mean(spec[BUNDLED]):.2f} / {np.mean(spec[name]):.2f}",
-                         mean_sd(val) if None not in val else "n/a"])
+                         mean_sd(val) if None not in val else "n/a",
+                         f"{minutes[BUNDLED]:.1f} / {minutes[name]:.1f} min"])
     if not rows:
         return ""
     header = ["candidate", "held-out source", "seeds", "ROC-AUC, bundled recipe", "ROC-AUC, candidate",
               "difference (candidate - bundled)", "specificity at own threshold, bundled / candidate",
-              "candidate's validation ROC-AUC (training sources)"]
+              "candidate's validation ROC-AUC (training sources)", "training time per run, bundled / candidate"]
     return ("\n\nCandidate recipes on the same seeds (same splits, same held-out X-rays), mean +- sd over the seeds:"
-            "\n\n" + md_table(header, rows))
+            "\n\n" + md_table(header, rows) + overall(runs, sorted({row[0] for row in rows})))
 
 
 def markdown(runs: list[dict]) -> str:
