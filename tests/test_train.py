@@ -298,3 +298,21 @@ def test_the_threshold_reaches_the_target_sensitivity_on_every_source():
     assert min(sensitivities(threshold)) >= 0.9
     higher = prob[prob > threshold].min()  # the next threshold up loses a source
     assert min(sensitivities(higher)) < 0.9
+
+
+def test_balance_labels_draws_each_label_equally_often_within_each_source():
+    from fracture_detector.training import _epoch_indices
+
+    sources = np.array(["large"] * 900 + ["small"] * 100)
+    labels = np.r_[np.zeros(150, int), np.ones(750, int), np.zeros(50, int), np.ones(50, int)]  # large: 5 in 6
+    groups = np.arange(1000)
+
+    def shares(by_label):
+        drawn = _epoch_indices(groups, sources, 40_000, 0, 0, by_label)
+        return [(sources[drawn] == s).mean() for s in ("large", "small")], [
+            labels[drawn][sources[drawn] == s].mean() for s in ("large", "small")]
+
+    source_share, label_share = shares(None)
+    assert source_share == pytest.approx([0.5, 0.5], abs=0.02) and label_share[0] == pytest.approx(5 / 6, abs=0.02)
+    source_share, label_share = shares(labels)
+    assert source_share == pytest.approx([0.5, 0.5], abs=0.02) and label_share == pytest.approx([0.5, 0.5], abs=0.02)

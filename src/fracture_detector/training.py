@@ -101,6 +101,8 @@ class TrainConfig:
     ema_decay: float = _option(0.0, "ship an exponential moving average of the weights (timm ModelEmaV3 with its "
                                     "warmup, decay capped at this value; best epoch chosen on it); 0: off")
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
+    balance_labels: bool = _option(False, "within each source, draw fractured and normal X-rays equally often, "
+                                          "so a source's share of fractures is no cue in its look")
     half_weights: bool = _option(True, "ship the weights as fp16 (half the size; the metrics are computed "
                                        "on the rounded weights)")
     onnx: bool = _option(True, "also write model.onnx for ONNX Runtime (`fracture-detector export`)")
@@ -169,20 +171,27 @@ def _split_digest(images: data_lib.Images) -> str:
     return h.hexdigest()[:16]
 
 
-def _epoch_indices(groups: np.ndarray, sources: np.ndarray | None, n: int, seed: int, epoch: int) -> np.ndarray:
-    """Indices for one epoch, drawn with weight 1/sqrt(group size), each source (if given) drawn equally often.
+def _epoch_indices(groups: np.ndarray, sources: np.ndarray | None, n: int, seed: int, epoch: int,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+    """Indices for one epoch, drawn with weight 1/sqrt(group size), each source (if given) drawn equally often,
+    and within it each label (if given) equally often.
 
     Some X-rays come with ~100 rotated copies; this keeps them from crowding out the
     hundreds of X-rays that appear once, while still using every copy; and a small source
-    is not drowned by a large one. A function of (seed, epoch) rather than a
-    `WeightedRandomSampler`, so a resumed run draws the same.
+    is not drowned by a large one. Sources differ in their share of fractures (FracAtlas 1 in 6,
+    the others about half), so a model can learn that share from a source's look; drawn at
+    half and half in every source, the look says nothing of the label. A function of
+    (seed, epoch) rather than a `WeightedRandomSampler`, so a resumed run draws the same.
     """
     rng = np.random.default_rng([seed, epoch])
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     weights = 1.0 / np.sqrt(counts[inverse])
-    if sources is not None:
-        for name in np.unique(sources):
-            mine = sources == name
+    keys = [k for k in (sources, labels) if k is not None]
+    if keys:  # each (source, label) cell is drawn equally often
+        cells = np.unique(np.stack([np.unique(k, return_inverse=True)[1] for k in keys], axis=1), axis=0,
+                          return_inverse=True)[1].ravel()
+        for cell in np.unique(cells):
+            mine = cells == cell
             weights[mine] /= weights[mine].sum()
     return rng.choice(len(groups), size=n, replace=True, p=weights / weights.sum())
 
@@ -286,7 +295,8 @@ def train(cfg: TrainConfig) -> Path:
         model.train()
         draws = steps_per_epoch * cfg.batch_size * world
         balance = images.sources[train_idx] if cfg.balance_sources else None
-        order = train_idx[_epoch_indices(images.groups[train_idx], balance, draws, cfg.seed, epoch)]
+        by_label = images.labels[train_idx] if cfg.balance_labels else None
+        order = train_idx[_epoch_indices(images.groups[train_idx], balance, draws, cfg.seed, epoch, by_label)]
         mine = order[rank::world]
         # Every random draw of an epoch derives from (seed, epoch, rank): a resumed run
         # repeats exactly what the uninterrupted run would have done.
