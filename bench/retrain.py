@@ -1,0 +1,139 @@
+"""A candidate recipe trained as the bundled model is (on every source), over seeds, beside the bundled recipe.
+
+`bench/unseen_site.py` judges a candidate at hospitals never seen; before it replaces the bundled
+recipe it must also hold where the bundled model is chosen: the validation split of all the
+sources together. Each seed trains on every source (seed 0's split is the bundled model's own)
+and records the pooled and per-source validation ROC-AUC, the threshold and what it does on each
+source's validation X-rays, and the training time. The clean test split is recorded beside
+it, for the docs, never to choose by.
+
+    python bench/retrain.py --data fracture-multi-region=/tmp/fmr roboflow-bone-fracture=/tmp/rbf \\
+        fracatlas=/tmp/fra --seeds 0 1 2 [--recipe size256 --set image_size=256]
+
+A run takes 10 to 30 minutes on 2 cores, so results accumulate in `bench/results/retrain.json` (one
+entry per recipe and seed). `--from-folder DIR` records a folder that `train.py` already trained
+with that recipe and seed (its `train_config.json` must agree) instead of training it again: the
+bundled model itself is seed 0 of the bundled recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import add_out_argument, loadavg, md_table, write_results
+from unseen_site import BUNDLED, RECIPE_KEYS, mean_sd, recipe
+
+from fracture_detector.resources import BUNDLED_MODEL
+from fracture_detector.training import TrainConfig, train
+
+SPLITS = ("validation", "clean_test")
+
+
+def record(folder: Path, name: str, options: dict) -> dict:
+    """What one trained folder says of itself (`metrics.json`), as one entry of the results."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config = json.loads((folder / "train_config.json").read_text())
+
+    def scores(result: dict) -> dict:
+        return {k: result[k] for k in ("images", "roc_auc", "sensitivity", "specificity")}
+
+    return {"recipe": name, "seed": config["seed"], "options": options, "data": config["data"],
+            "threshold": metrics["calibration"]["threshold"], "best_epoch": metrics["best_epoch"],
+            "wall_seconds": metrics["wall_seconds"],
+            **{split: {"pooled": scores(metrics["results"][split]),
+                       **{s: scores(r[split]) for s, r in metrics["by_source"].items()}} for split in SPLITS}}
+
+
+def check_folder(folder: Path, data: list[str], options: dict, seed: int) -> None:
+    """Refuse a folder trained on other data, options or seed than asked (an option it lacks is its default:
+    the folder was trained before that option existed)."""
+    config = json.loads((folder / "train_config.json").read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    differ = [k for k in RECIPE_KEYS if config.get(k, defaults.get(k)) != options.get(k, defaults.get(k))]
+    differ += [k for k, v in (("seed", seed), ("data", data)) if config[k] != v]
+    if differ:
+        raise SystemExit(f"{folder}: trained with another {', '.join(differ)} than asked")
+
+
+def markdown(runs: list[dict]) -> str:
+    """Per recipe and source: mean +- sd over seeds of validation ROC-AUC, specificity at the threshold, test."""
+    names = sorted({r["recipe"] for r in runs}, key=lambda n: (n != BUNDLED, n))
+    rows = []
+    for name in names:
+        mine = sorted((r for r in runs if r["recipe"] == name), key=lambda r: r["seed"])
+        for part in ["pooled", *sorted(set(mine[0]["validation"]) - {"pooled"})]:
+            val = [r["validation"][part] for r in mine]
+            test = [r["clean_test"][part]["roc_auc"] for r in mine]
+            rows.append([name, ", ".join(str(r["seed"]) for r in mine), part,
+                         mean_sd([v["roc_auc"] for v in val]),
+                         f"{np.mean([v['sensitivity'] for v in val]):.2f} / "
+                         f"{np.mean([v['specificity'] for v in val]):.2f}",
+                         mean_sd(test),
+                         f"{np.mean([r['wall_seconds'] for r in mine]) / 60:.1f} min" if part == "pooled" else ""])
+    header = ["recipe", "seeds", "validation X-rays of", "validation ROC-AUC, mean +- sd",
+              "validation sensitivity / specificity at the threshold (mean)",
+              "clean test ROC-AUC, mean +- sd (not chosen by)", "training time per run"]
+    text = ("Trained on every source as the bundled model is (seed 0: the bundled model's split; the bundled "
+            "recipe's seed 0 is the bundled model itself), 2 CPU cores; `python bench/retrain.py`.\n\n"
+            + md_table(header, rows))
+    paired, base = [], {r["seed"]: r for r in runs if r["recipe"] == BUNDLED}
+    for name in names[1:]:
+        diffs = [r["validation"]["pooled"]["roc_auc"] - base[r["seed"]]["validation"]["pooled"]["roc_auc"]
+                 for r in runs if r["recipe"] == name and r["seed"] in base]
+        if diffs:
+            paired.append([name, len(diffs), f"{sum(d > 0 for d in diffs)} of {len(diffs)}",
+                           f"{np.mean(diffs):+.3f}", f"{min(diffs):+.3f} / {max(diffs):+.3f}"])
+    if paired:
+        header = ["candidate", "seeds", "seeds where the candidate is higher", "mean difference", "lowest / highest"]
+        text += ("\n\nPooled validation ROC-AUC, candidate - bundled recipe, seed by seed (same split):\n\n"
+                 + md_table(header, paired))
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", required=True, help="NAME=FOLDER sources, as for train.py")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
+                   help="the recipe: a run's train_config.json (default: the bundled model's)")
+    p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="options changed from --config, VALUE as JSON (e.g. image_size=256)")
+    p.add_argument("--from-folder", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="folders train.py already trained with this recipe, one per seed, in --seeds order")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    add_out_argument(p, __file__)
+    args = p.parse_args()
+    options = recipe(args.config)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in RECIPE_KEYS:
+            p.error(f"--set {item}: not a recipe option ({', '.join(RECIPE_KEYS)})")
+        options[key] = json.loads(value)
+    if args.set and args.recipe == BUNDLED:
+        p.error("--set changes the recipe: name it with --recipe")
+    if args.from_folder and len(args.from_folder) != len(args.seeds):
+        p.error("--from-folder takes one folder per seed of --seeds")
+    before = loadavg()
+    out = Path(args.out)
+    runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
+    for i, seed in enumerate(args.seeds):
+        runs = [r for r in runs if (r["recipe"], r["seed"]) != (args.recipe, seed)]
+        if args.from_folder:
+            check_folder(args.from_folder[i], args.data, options, seed)
+            runs.append(record(args.from_folder[i], args.recipe, options))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg = TrainConfig(data=args.data, output_dir=str(Path(tmp) / "model"), seed=seed, onnx=False,
+                                  bootstrap=args.bootstrap, **options)
+                runs.append(record(train(cfg), args.recipe, options))
+        write_results(out, {"runs": runs}, markdown(runs), before)  # keep what finished
+
+
+if __name__ == "__main__":
+    main()
