@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from common import add_out_argument, loadavg, md_table, write_results
-from unseen_site import BUNDLED, RECIPE_KEYS, mean_sd, recipe
+from unseen_site import BUNDLED, RECIPE_KEYS, add_recipe_arguments, mean_sd, recipe_options
 
-from fracture_detector.resources import BUNDLED_MODEL
 from fracture_detector.training import TrainConfig, train
 
 SPLITS = ("validation", "clean_test")
@@ -99,24 +98,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", required=True, help="NAME=FOLDER sources, as for train.py")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
-                   help="the recipe: a run's train_config.json (default: the bundled model's)")
-    p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="options changed from --config, VALUE as JSON (e.g. image_size=256)")
+    add_recipe_arguments(p)
     p.add_argument("--from-folder", nargs="+", type=Path, default=[], metavar="DIR",
                    help="folders train.py already trained with this recipe, one per seed, in --seeds order")
     p.add_argument("--bootstrap", type=int, default=1000)
     add_out_argument(p, __file__)
     args = p.parse_args()
-    options = recipe(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in RECIPE_KEYS:
-            p.error(f"--set {item}: not a recipe option ({', '.join(RECIPE_KEYS)})")
-        options[key] = json.loads(value)
-    if args.set and args.recipe == BUNDLED:
-        p.error("--set changes the recipe: name it with --recipe")
+    options = recipe_options(p, args)
     if args.from_folder and len(args.from_folder) != len(args.seeds):
         p.error("--from-folder takes one folder per seed of --seeds")
     before = loadavg()

@@ -50,6 +50,28 @@ def recipe(config_file: Path) -> dict:
     return {k: v for k, v in json.loads(config_file.read_text()).items() if k in RECIPE_KEYS}
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """`--config`, `--recipe` and `--set`: which recipe a bench trains, and its name."""
+    p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
+                   help="the recipe: a run's train_config.json (default: the bundled model's)")
+    p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="options changed from --config, VALUE as JSON (e.g. ema_decay=0.99 image_size=224)")
+
+
+def recipe_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The training options `add_recipe_arguments` asked for: --config's recipe with --set's changes."""
+    options = recipe(args.config)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in RECIPE_KEYS:
+            p.error(f"--set {item}: not a recipe option ({', '.join(RECIPE_KEYS)})")
+        options[key] = json.loads(value)
+    if args.set and args.recipe == BUNDLED:
+        p.error("--set changes the recipe: name it with --recipe")
+    return options
+
+
 def all_sources(data: list[str], options: dict, seed: int) -> Images:
     """Every source decoded and split as training on all of them splits (same seed): once per seed."""
     _, images, _ = prepare_data(TrainConfig(data=data, seed=seed, **options), None, log=lambda *_: None)
@@ -177,11 +199,7 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=[], help="NAME=FOLDER sources, as for train.py (at least 2)")
     p.add_argument("--held-out", nargs="+", help="sources to hold out (default: each in turn)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--config", type=Path, default=BUNDLED_MODEL / "train_config.json",
-                   help="the recipe: a run's train_config.json (default: the bundled model's)")
-    p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="options changed from --config, VALUE as JSON (e.g. ema_decay=0.99 image_size=224)")
+    add_recipe_arguments(p)
     p.add_argument("--keep-models", type=Path, help="keep each run's model folder under DIR/recipe/held-out/seed")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--table-only", action="store_true", help="rewrite the table of the runs in --out, train nothing")
@@ -199,14 +217,7 @@ def main() -> None:
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(record["markdown"])
         return
-    options = recipe(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in RECIPE_KEYS:
-            p.error(f"--set {item}: not a recipe option ({', '.join(RECIPE_KEYS)})")
-        options[key] = json.loads(value)
-    if args.set and args.recipe == BUNDLED:
-        p.error("--set changes the recipe: name it with --recipe")
+    options = recipe_options(p, args)
     for seed in args.seeds:
         images = all_sources(args.data, options, seed)
         for held_out in args.held_out or names:
