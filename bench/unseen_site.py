@@ -15,9 +15,11 @@ Runs take minutes each on 2 cores, so results accumulate in `bench/results/unsee
 (one entry per recipe, held-out source and seed); the first table covers the bundled recipe.
 
 A candidate recipe is the bundled one with options changed, under a name of its own, e.g.
-`--recipe ema --set ema_decay=0.99`; a second table sets each candidate beside the bundled recipe,
-seed by seed on the same held-out X-rays. `--keep-models DIR` keeps each run's model folder
-(with its last checkpoint) for `bench/soup.py`.
+`--recipe ema --set ema_decay=0.99`; a second table sets each candidate beside its baseline, seed
+by seed on the same held-out X-rays. A run's baseline is the recipe it changed (its `baseline`
+key; without one, the bundled recipe), so when a candidate is shipped its runs can be renamed
+`bundled` and the old bundled runs given a name of their own, as the other candidates' baseline.
+`--keep-models DIR` keeps each run's model folder (with its last checkpoint) for `bench/soup.py`.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def recipe_of(run: dict) -> str:
     return run.get("recipe", BUNDLED)
 
 
+def baseline_of(run: dict) -> str | None:
+    """The recipe a run's recipe changed: its `baseline` key, else the bundled recipe (None for the bundled one)."""
+    return run.get("baseline", None if recipe_of(run) == BUNDLED else BUNDLED)
+
+
 def run(data: list[str], images: Images, options: dict, seed: int, held_out: str, bootstrap: int,
         name: str = BUNDLED, keep: Path | None = None) -> dict:
     """Train without `held_out`, then score its clean test split (`images`: `all_sources` for this seed)."""
@@ -108,7 +115,8 @@ def run(data: list[str], images: Images, options: dict, seed: int, held_out: str
     logits = predict_logits(model, images.pixels[idx]).numpy()
     unseen = evaluate(logits, images.labels[idx], images.label_names, calibration, groups=images.groups[idx],
                       bootstrap=bootstrap)
-    return {"recipe": name, "held_out": held_out, "seed": seed, "trained_on": training, "options": options,
+    baseline = {} if name == BUNDLED else {"baseline": BUNDLED}  # the recipe this candidate changes
+    return {"recipe": name, **baseline, "held_out": held_out, "seed": seed, "trained_on": training, "options": options,
             "left_out_shared_copies": left_out, "threshold": calibration.threshold, "unseen": unseen,
             "in_source": {s: r["clean_test"] for s, r in metrics["by_source"].items()},
             "validation_roc_auc": metrics["results"]["validation"]["roc_auc"],
@@ -120,52 +128,56 @@ def mean_sd(values: list[float]) -> str:
 
 
 def paired(runs: list[dict], name: str, held_out: str) -> dict[int, dict[str, dict]]:
-    """Seeds both the bundled recipe and candidate `name` ran with `held_out` left out: {seed: {recipe: run}}."""
-    pairs: dict[int, dict[str, dict]] = {}
-    for r in runs:
-        if r["held_out"] == held_out and recipe_of(r) in (name, BUNDLED):
-            pairs.setdefault(r["seed"], {})[recipe_of(r)] = r
-    return {seed: p for seed, p in sorted(pairs.items()) if len(p) == 2}
+    """Seeds both candidate `name` and its baseline ran with `held_out` left out:
+    {seed: {"candidate": run, "baseline": run}}."""
+    mine = {r["seed"]: r for r in runs if r["held_out"] == held_out and recipe_of(r) == name}
+    if not mine:
+        return {}
+    baseline = baseline_of(next(iter(mine.values())))
+    base = {r["seed"]: r for r in runs if r["held_out"] == held_out and recipe_of(r) == baseline}
+    return {seed: {"candidate": mine[seed], "baseline": base[seed]} for seed in sorted(mine) if seed in base}
 
 
 def overall(runs: list[dict], names: list[str]) -> str:
-    """One line per candidate over every paired run: how often it beat the bundled recipe, and by how much."""
+    """One line per candidate over every paired run: how often it beat its baseline, and by how much."""
     rows = []
     for name in names:
         pairs = [(held_out, p) for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name})
                  for p in paired(runs, name, held_out).values()]
-        differences = [p[name]["unseen"]["roc_auc"] - p[BUNDLED]["unseen"]["roc_auc"] for _, p in pairs]
+        differences = [p["candidate"]["unseen"]["roc_auc"] - p["baseline"]["unseen"]["roc_auc"] for _, p in pairs]
         rows.append([name, f"{len({h for h, _ in pairs})} sources, {len(pairs)} runs",
                      f"{sum(d > 0 for d in differences)} of {len(differences)}",
                      f"{np.mean(differences):+.3f}", f"{min(differences):+.3f} / {max(differences):+.3f}"])
-    header = ["candidate", "paired with the bundled recipe", "runs where the candidate's ROC-AUC is higher",
-              "mean difference (candidate - bundled)", "lowest / highest difference"]
+    header = ["candidate", "paired with its baseline", "runs where the candidate's ROC-AUC is higher",
+              "mean difference (candidate - baseline)", "lowest / highest difference"]
     return "\n\nEach candidate over all its paired runs (every held-out source and seed):\n\n" + md_table(header, rows)
 
 
 def candidates(runs: list[dict]) -> str:
-    """Each candidate recipe beside the bundled one: mean +- sd over the seeds both ran, and the paired difference."""
+    """Each candidate recipe beside its baseline: mean +- sd over the seeds both ran, and the paired difference."""
     rows = []
-    names = sorted({recipe_of(r) for r in runs} - {BUNDLED})
+    names = sorted({recipe_of(r) for r in runs if baseline_of(r)})
     for name in names:
         for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name}):
             pairs = paired(runs, name, held_out)
             if not pairs:
                 continue
-            auc = {k: [p[k]["unseen"]["roc_auc"] for p in pairs.values()] for k in (BUNDLED, name)}
-            spec = {k: [p[k]["unseen"]["specificity"] for p in pairs.values()] for k in (BUNDLED, name)}
-            minutes = {k: np.mean([p[k]["wall_seconds"] for p in pairs.values()]) / 60 for k in (BUNDLED, name)}
-            val = [p[name].get("validation_roc_auc") for p in pairs.values()]
-            rows.append([name, held_out, ", ".join(map(str, pairs)), mean_sd(auc[BUNDLED]), mean_sd(auc[name]),
-                         mean_sd(list(np.subtract(auc[name], auc[BUNDLED]))),
-                         f"{np.mean(spec[BUNDLED]):.2f} / {np.mean(spec[name]):.2f}",
+            sides = ("baseline", "candidate")
+            auc = {k: [p[k]["unseen"]["roc_auc"] for p in pairs.values()] for k in sides}
+            spec = {k: [p[k]["unseen"]["specificity"] for p in pairs.values()] for k in sides}
+            minutes = {k: np.mean([p[k]["wall_seconds"] for p in pairs.values()]) / 60 for k in sides}
+            val = [p["candidate"].get("validation_roc_auc") for p in pairs.values()]
+            baseline = baseline_of(next(iter(pairs.values()))["candidate"])
+            rows.append([name, baseline, held_out, ", ".join(map(str, pairs)), mean_sd(auc["baseline"]),
+                         mean_sd(auc["candidate"]), mean_sd(list(np.subtract(auc["candidate"], auc["baseline"]))),
+                         f"{np.mean(spec['baseline']):.2f} / {np.mean(spec['candidate']):.2f}",
                          mean_sd(val) if None not in val else "n/a",
-                         f"{minutes[BUNDLED]:.1f} / {minutes[name]:.1f} min"])
+                         f"{minutes['baseline']:.1f} / {minutes['candidate']:.1f} min"])
     if not rows:
         return ""
-    header = ["candidate", "held-out source", "seeds", "ROC-AUC, bundled recipe", "ROC-AUC, candidate",
-              "difference (candidate - bundled)", "specificity at own threshold, bundled / candidate",
-              "candidate's validation ROC-AUC (training sources)", "training time per run, bundled / candidate"]
+    header = ["candidate", "its baseline", "held-out source", "seeds", "ROC-AUC, baseline", "ROC-AUC, candidate",
+              "difference (candidate - baseline)", "specificity at own threshold, baseline / candidate",
+              "candidate's validation ROC-AUC (training sources)", "training time per run, baseline / candidate"]
     return ("\n\nCandidate recipes on the same seeds (same splits, same held-out X-rays), mean +- sd over the seeds:"
             "\n\n" + md_table(header, rows) + overall(runs, sorted({row[0] for row in rows})))
 
