@@ -26,22 +26,22 @@ from pathlib import Path
 
 import numpy as np
 from common import add_out_argument, loadavg, md_table, write_results
-from unseen_site import BUNDLED, RECIPE_KEYS, add_recipe_arguments, mean_sd, recipe_options
+from unseen_site import BUNDLED, RECIPE_KEYS, add_recipe_arguments, baseline_of, mean_sd, recipe_options
 
 from fracture_detector.training import TrainConfig, train
 
 SPLITS = ("validation", "clean_test")
 
 
-def record(folder: Path, name: str, options: dict) -> dict:
+def record(folder: Path, name: str, options: dict, data: list[str], seed: int) -> dict:
     """What one trained folder says of itself (`metrics.json`), as one entry of the results."""
     metrics = json.loads((folder / "metrics.json").read_text())
-    config = json.loads((folder / "train_config.json").read_text())
 
     def scores(result: dict) -> dict:
         return {k: result[k] for k in ("images", "roc_auc", "sensitivity", "specificity")}
 
-    return {"recipe": name, "seed": config["seed"], "options": options, "data": config["data"],
+    baseline = {} if name == BUNDLED else {"baseline": BUNDLED}  # as bench/unseen_site.py records it
+    return {"recipe": name, **baseline, "seed": seed, "options": options, "data": data,
             "threshold": metrics["calibration"]["threshold"], "best_epoch": metrics["best_epoch"],
             "wall_seconds": metrics["wall_seconds"],
             **{split: {"pooled": scores(metrics["results"][split]),
@@ -80,16 +80,19 @@ def markdown(runs: list[dict]) -> str:
     text = ("Trained on every source as the bundled model is (seed 0: the bundled model's split; the bundled "
             "recipe's seed 0 is the bundled model itself), 2 CPU cores; `python bench/retrain.py`.\n\n"
             + md_table(header, rows))
-    paired, base = [], {r["seed"]: r for r in runs if r["recipe"] == BUNDLED}
-    for name in names[1:]:
+    paired = []
+    for name in sorted({r["recipe"] for r in runs if baseline_of(r)}):
+        mine = [r for r in runs if r["recipe"] == name]
+        base = {r["seed"]: r for r in runs if r["recipe"] == baseline_of(mine[0])}
         diffs = [r["validation"]["pooled"]["roc_auc"] - base[r["seed"]]["validation"]["pooled"]["roc_auc"]
-                 for r in runs if r["recipe"] == name and r["seed"] in base]
+                 for r in mine if r["seed"] in base]
         if diffs:
             paired.append([name, len(diffs), f"{sum(d > 0 for d in diffs)} of {len(diffs)}",
                            f"{np.mean(diffs):+.3f}", f"{min(diffs):+.3f} / {max(diffs):+.3f}"])
     if paired:
         header = ["candidate", "seeds", "seeds where the candidate is higher", "mean difference", "lowest / highest"]
-        text += ("\n\nPooled validation ROC-AUC, candidate - bundled recipe, seed by seed (same split):\n\n"
+        text += ("\n\nPooled validation ROC-AUC, candidate - its baseline (the bundled recipe unless recorded), "
+                 "seed by seed (same split):\n\n"
                  + md_table(header, paired))
     return text
 
@@ -114,12 +117,12 @@ def main() -> None:
         runs = [r for r in runs if (r["recipe"], r["seed"]) != (args.recipe, seed)]
         if args.from_folder:
             check_folder(args.from_folder[i], args.data, options, seed)
-            runs.append(record(args.from_folder[i], args.recipe, options))
+            runs.append(record(args.from_folder[i], args.recipe, options, args.data, seed))
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = TrainConfig(data=args.data, output_dir=str(Path(tmp) / "model"), seed=seed, onnx=False,
                                   bootstrap=args.bootstrap, **options)
-                runs.append(record(train(cfg), args.recipe, options))
+                runs.append(record(train(cfg), args.recipe, options, args.data, seed))
         write_results(out, {"runs": runs}, markdown(runs), before)  # keep what finished
 
 
