@@ -8,12 +8,13 @@ source's validation X-rays, and the training time. The clean test split is recor
 it, for the docs, never to choose by.
 
     python bench/retrain.py --data fracture-multi-region=/tmp/fmr roboflow-bone-fracture=/tmp/rbf \\
-        fracatlas=/tmp/fra --seeds 0 1 2 [--recipe size256 --set image_size=256]
+        fracatlas=/tmp/fra --seeds 0 1 2 [--recipe lite2 --set arch='"tf_efficientnet_lite2"']
 
 A run takes 10 to 30 minutes on 2 cores, so results accumulate in `bench/results/retrain.json` (one
 entry per recipe and seed). `--from-folder DIR` records a folder that `train.py` already trained
 with that recipe and seed (its `train_config.json` must agree) instead of training it again: the
-bundled model itself is seed 0 of the bundled recipe.
+bundled model itself is seed 0 of the bundled recipe. When a candidate is shipped, its runs and the old
+bundled ones are renamed as in `bench/unseen_site.py` (256 px `bundled`, 160 px `size160`).
 """
 
 from __future__ import annotations
@@ -26,22 +27,29 @@ from pathlib import Path
 
 import numpy as np
 from common import add_out_argument, loadavg, md_table, write_results
-from unseen_site import BUNDLED, RECIPE_KEYS, add_recipe_arguments, baseline_of, mean_sd, recipe_options
+from unseen_site import (
+    BUNDLED,
+    RECIPE_KEYS,
+    add_recipe_arguments,
+    baseline_of,
+    mean_sd,
+    recipe_options,
+    recorded_baseline,
+)
 
 from fracture_detector.training import TrainConfig, train
 
 SPLITS = ("validation", "clean_test")
 
 
-def record(folder: Path, name: str, options: dict, data: list[str], seed: int) -> dict:
+def record(folder: Path, name: str, options: dict, data: list[str], seed: int, baseline: str | None = None) -> dict:
     """What one trained folder says of itself (`metrics.json`), as one entry of the results."""
     metrics = json.loads((folder / "metrics.json").read_text())
 
     def scores(result: dict) -> dict:
         return {k: result[k] for k in ("images", "roc_auc", "sensitivity", "specificity")}
 
-    baseline = {} if name == BUNDLED else {"baseline": BUNDLED}  # as bench/unseen_site.py records it
-    return {"recipe": name, **baseline, "seed": seed, "options": options, "data": data,
+    return {"recipe": name, **recorded_baseline(name, baseline), "seed": seed, "options": options, "data": data,
             "threshold": metrics["calibration"]["threshold"], "best_epoch": metrics["best_epoch"],
             "wall_seconds": metrics["wall_seconds"],
             **{split: {"pooled": scores(metrics["results"][split]),
@@ -117,12 +125,12 @@ def main() -> None:
         runs = [r for r in runs if (r["recipe"], r["seed"]) != (args.recipe, seed)]
         if args.from_folder:
             check_folder(args.from_folder[i], args.data, options, seed)
-            runs.append(record(args.from_folder[i], args.recipe, options, args.data, seed))
+            runs.append(record(args.from_folder[i], args.recipe, options, args.data, seed, args.baseline))
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = TrainConfig(data=args.data, output_dir=str(Path(tmp) / "model"), seed=seed, onnx=False,
                                   bootstrap=args.bootstrap, **options)
-                runs.append(record(train(cfg), args.recipe, options, args.data, seed))
+                runs.append(record(train(cfg), args.recipe, options, args.data, seed, args.baseline))
         write_results(out, {"runs": runs}, markdown(runs), before)  # keep what finished
 
 

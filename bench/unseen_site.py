@@ -17,8 +17,10 @@ Runs take minutes each on 2 cores, so results accumulate in `bench/results/unsee
 A candidate recipe is the bundled one with options changed, under a name of its own, e.g.
 `--recipe ema --set ema_decay=0.99`; a second table sets each candidate beside its baseline, seed
 by seed on the same held-out X-rays. A run's baseline is the recipe it changed (its `baseline`
-key; without one, the bundled recipe), so when a candidate is shipped its runs can be renamed
-`bundled` and the old bundled runs given a name of their own, as the other candidates' baseline.
+key; without one, the bundled recipe), so when a candidate is shipped its runs are renamed
+`bundled` and the old bundled runs given a name of their own and `"baseline": null` (a recipe that
+changed none), as the other candidates' baseline: 256 px replaced 160 px (`size160`) so. A new run
+records `--baseline NAME` when given (`none`: null), e.g. a re-run of the bundled recipe `--baseline size160`.
 `--keep-models DIR` keeps each run's model folder (with its last checkpoint) for `bench/soup.py`.
 """
 
@@ -59,6 +61,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=BUNDLED, help="a name for the recipe (--set makes it a candidate)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="options changed from --config, VALUE as JSON (e.g. ema_decay=0.99 image_size=224)")
+    p.add_argument("--baseline", help="the recipe this one changed, paired with it in the tables (default: the "
+                   "bundled recipe; `none`: it changed none); recorded with each run")
 
 
 def recipe_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
@@ -91,13 +95,22 @@ def recipe_of(run: dict) -> str:
     return run.get("recipe", BUNDLED)
 
 
+def recorded_baseline(name: str, baseline: str | None) -> dict:
+    """The `baseline` key a new run of recipe `name` records: `--baseline` when given (`none`: null), else the
+    bundled recipe for a candidate and nothing for the bundled recipe itself."""
+    if baseline is not None:
+        return {"baseline": None if baseline == "none" else baseline}
+    return {} if name == BUNDLED else {"baseline": BUNDLED}
+
+
 def baseline_of(run: dict) -> str | None:
-    """The recipe a run's recipe changed: its `baseline` key, else the bundled recipe (None for the bundled one)."""
+    """The recipe a run's recipe changed: its `baseline` key (None: it changed none), else the bundled recipe
+    (None for the bundled one)."""
     return run.get("baseline", None if recipe_of(run) == BUNDLED else BUNDLED)
 
 
 def run(data: list[str], images: Images, options: dict, seed: int, held_out: str, bootstrap: int,
-        name: str = BUNDLED, keep: Path | None = None) -> dict:
+        name: str = BUNDLED, keep: Path | None = None, baseline: str | None = None) -> dict:
     """Train without `held_out`, then score its clean test split (`images`: `all_sources` for this seed)."""
     training = [spec for spec in data if parse_source(spec)[0] != held_out]
     idx, left_out = unseen_test(images, held_out)
@@ -115,8 +128,8 @@ def run(data: list[str], images: Images, options: dict, seed: int, held_out: str
     logits = predict_logits(model, images.pixels[idx]).numpy()
     unseen = evaluate(logits, images.labels[idx], images.label_names, calibration, groups=images.groups[idx],
                       bootstrap=bootstrap)
-    baseline = {} if name == BUNDLED else {"baseline": BUNDLED}  # the recipe this candidate changes
-    return {"recipe": name, **baseline, "held_out": held_out, "seed": seed, "trained_on": training, "options": options,
+    return {"recipe": name, **recorded_baseline(name, baseline), "held_out": held_out, "seed": seed,
+            "trained_on": training, "options": options,
             "left_out_shared_copies": left_out, "threshold": calibration.threshold, "unseen": unseen,
             "in_source": {s: r["clean_test"] for s, r in metrics["by_source"].items()},
             "validation_roc_auc": metrics["results"]["validation"]["roc_auc"],
@@ -235,7 +248,7 @@ def main() -> None:
         for held_out in args.held_out or names:
             runs = [r for r in runs if (recipe_of(r), r["held_out"], r["seed"]) != (args.recipe, held_out, seed)]
             runs.append(run(args.data, images, options, seed, held_out, args.bootstrap, args.recipe,
-                            args.keep_models))
+                            args.keep_models, args.baseline))
             write_results(out, {"data": args.data, "runs": runs}, markdown(runs), before)  # keep what finished
 
 

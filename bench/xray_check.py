@@ -466,7 +466,7 @@ def non_xrays(predictor: Predictor, parts: dict, tmp: Path) -> dict:
 
 def real_xrays(predictor: Predictor, data: list[str], seed: int, tmp: Path) -> dict:
     """Every distinct X-ray from its file, per source and clean split; and the clean-test ones inverted."""
-    cfg = TrainConfig(data=data, image_size=predictor.image_size, seed=seed, equalize=predictor.equalize)
+    cfg = TrainConfig(data=data, image_size=predictor.image_size, seed=seed, equalize=predictor.bundle.equalize)
     records, images, _ = prepare_data(cfg, None, log=lambda *_: None)
     roots = dict(data_lib.parse_source(spec) for spec in data)
     path_of = {}

@@ -24,7 +24,7 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "in"
     (folder / "sub").mkdir(parents=True)
     real_xray("fractured_roboflow_1.jpg").save(folder / "a.png")
-    real_xray("not_fractured_kaggle_2.jpg").save(folder / "sub" / "b.jpg", quality=92)
+    real_xray("not_fractured_fracatlas_1.jpg").save(folder / "sub" / "b.jpg", quality=92)
     make_dicom(folder / "c.dcm", xray12("fractured_kaggle_2.jpg"))
     (folder / "broken.png").write_bytes(b"not an image at all")
     Image.new("RGB", (120, 90), (200, 40, 40)).save(folder / "red.png")

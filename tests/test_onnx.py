@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, free_port, hub_client_env
 
+from fracture_detector import predict
 from fracture_detector.gradcam import gradcam
 from fracture_detector.model import ModelError
 from fracture_detector.onnx_model import ONNX_FILE
@@ -68,6 +69,21 @@ def test_cam_heatmap_has_the_xrays_shape_and_agrees_with_gradcam(bundled):
     assert np.abs(cams - torch_cams).max() < 1e-3  # the same map from either runtime
     for path, cam, reference in zip(fractured, cams, grad_cams):
         assert np.corrcoef(cam.ravel(), reference.ravel())[0, 1] > CAM_AGREEMENT_FLOOR, path.name
+
+
+def test_more_grids_than_one_pass_takes_are_scored_as_each_alone(bundled, monkeypatch):
+    """Grids beyond MAX_BATCH run in further forward passes (memory stays bounded), each with its own result."""
+    onnx, _ = bundled
+    monkeypatch.setattr(predict, "MAX_BATCH", 4)
+    pixels = np.stack([read_xray(p, onnx.image_size).pixels for p in example_xrays()])
+    assert len(pixels) > 2 * predict.MAX_BATCH  # three passes, the last one short
+    predictions, cams = onnx.predict_with_heatmaps(pixels)
+    assert len(predictions) == len(cams) == len(pixels)
+    for i, (prediction, cam) in enumerate(zip(predictions, cams)):
+        (alone,), (alone_cam,) = onnx.predict_with_heatmaps(pixels[i : i + 1])
+        assert prediction.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+        assert prediction.distance == pytest.approx(alone.distance, rel=1e-4)
+        assert np.abs(cam - alone_cam).max() < 1e-4
 
 
 def _cli(*args, env=None):

@@ -134,7 +134,7 @@ def test_statistics_travel_through_the_test_hub(hub_server, trained, tiny_folder
 
 def test_inverted_radiograph_is_turned_back_and_scored_as_the_original(tmp_path):
     predictor = Predictor()  # the bundled model
-    for name in ("fractured_roboflow_1.jpg", "not_fractured_kaggle_2.jpg"):
+    for name in ("fractured_roboflow_1.jpg", "not_fractured_fracatlas_1.jpg"):
         real_xray(name).save(tmp_path / "original.png")
         ImageOps.invert(real_xray(name)).save(tmp_path / "inverted.png")
         original, inverted = predictor.predict(tmp_path / "original.png"), predictor.predict(tmp_path / "inverted.png")

@@ -31,6 +31,7 @@ from .runtime import OnnxRuntime, TorchRuntime, open_runtime
 from .xray_check import NOT_AN_XRAY, UNCHECKED, UNFAMILIAR, not_an_xray_reason
 
 DISPLAY_SIZE = 512  # longest side of the images kept for display and heatmap overlays
+MAX_BATCH = 64  # images per forward pass: one pass over a thousand 256 px grids needs tens of GB
 FAR_FROM_XRAYS = "its features are far from those of every X-ray the model was trained on"
 
 
@@ -178,17 +179,21 @@ class Predictor:
 
     def _classify(self, pixels: np.ndarray, inverted: Sequence[bool] | None, check: bool,
                   heatmaps: bool) -> tuple[list[Prediction], np.ndarray | None]:
-        """One forward pass: logits, heatmaps, and the X-ray check from the same pass's features."""
+        """Logits, heatmaps and the X-ray check from the same forward pass, run MAX_BATCH grids at a time."""
         grids = self.model_grids(np.asarray(pixels))
         if not len(grids):
             return [], np.zeros(grids.shape, np.float32) if heatmaps else None
-        cams = None
-        if heatmaps and self.runtime.cam_weights is None:  # a head without a class activation map: Grad-CAM
-            logits, cams, stats = self.torch_runtime.gradcam(grids, self.positive)
-        else:
-            logits, features, stats = self.forward(grids)
-            if heatmaps:
-                cams = class_activation_map(features, self.runtime.cam_weights, grids.shape[-2:])
+        parts = []  # (logits, heatmaps, statistics) of at most MAX_BATCH grids each
+        for part in np.split(grids, range(MAX_BATCH, len(grids), MAX_BATCH)):
+            if heatmaps and self.runtime.cam_weights is None:  # a head without a class activation map: Grad-CAM
+                parts.append(self.torch_runtime.gradcam(part, self.positive))
+            else:
+                logits, features, stats = self.forward(part)
+                cams = class_activation_map(features, self.runtime.cam_weights, part.shape[-2:]) if heatmaps else None
+                parts.append((logits, cams, stats))
+        # Heatmaps only when asked for; statistics only from a runtime that gives them.
+        logits, cams, stats = (None if parts[0][k] is None else np.concatenate([part[k] for part in parts])
+                               for k in range(3))
         distances = [None] * len(grids)
         if self.feature_check is not None:
             distances = self.feature_check.distance(stats).tolist()

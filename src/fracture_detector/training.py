@@ -91,7 +91,7 @@ class TrainConfig:
     label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
     augmentation: str = _option("standard", "how far the training augmentation reaches ('wide': darker, flatter, "
                                 "turned further, burnt-in R/L markers)", choices=tuple(AUGMENTATIONS))
-    image_size: int = _option(160, "square input size in pixels")
+    image_size: int = _option(256, "square input size in pixels")
     equalize: bool = _option(False, "histogram-equalise every resized image, in training and in prediction "
                                     "(recorded in config.json)")
     seed: int = _option(0, "seed of the split, the sampling and the augmentation")
