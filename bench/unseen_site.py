@@ -17,10 +17,11 @@ Runs take minutes each on 2 cores, so results accumulate in `bench/results/unsee
 A candidate recipe is the bundled one with options changed, under a name of its own, e.g.
 `--recipe ema --set ema_decay=0.99`; a second table sets each candidate beside its baseline, seed
 by seed on the same held-out X-rays. A run's baseline is the recipe it changed (its `baseline`
-key; without one, the bundled recipe), so when a candidate is shipped its runs are renamed
-`bundled` and the old bundled runs given a name of their own and `"baseline": null` (a recipe that
-changed none), as the other candidates' baseline: 256 px replaced 160 px (`size160`) so. A new run
-records `--baseline NAME` when given (`none`: null), e.g. a re-run of the bundled recipe `--baseline size160`.
+key; without one, the bundled recipe). When a candidate is shipped, its runs are renamed `bundled`
+and the old bundled runs get a name of their own and `"baseline": null` (they changed no recipe);
+they stay the other candidates' baseline. That is how 256 px replaced 160 px (`size160`). A new
+run records `--baseline NAME` when given (`none`: null), e.g. a re-run of the bundled recipe with
+`--baseline size160`.
 `--keep-models DIR` keeps each run's model folder (with its last checkpoint) for `bench/soup.py`.
 """
 

@@ -229,7 +229,7 @@ class Predictor:
         return prediction
 
     def predict_files(
-        self, sources: Sequence[str | Path], batch_size: int = 64, workers: int = 4, check: bool = True,
+        self, sources: Sequence[str | Path], batch_size: int = MAX_BATCH, workers: int = 4, check: bool = True,
         heatmaps: bool = False,
     ) -> Iterator[FileResult]:
         """Classify many files in batches; yields one `FileResult` per source, in input order.
