@@ -300,6 +300,44 @@ def test_the_threshold_reaches_the_target_sensitivity_on_every_source():
     assert min(sensitivities(higher)) < 0.9
 
 
+def test_the_threshold_still_holds_when_evaluation_applies_it_to_the_calibrated_probabilities():
+    # Training picks the threshold from positive_probability, evaluate() applies it to Calibration's
+    # probabilities: the threshold is one positive's score, so the two must agree to the last bit.
+    from fracture_detector.calibration import Calibration
+    from fracture_detector.evaluate import evaluate, positive_probability, threshold_for_every_source
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(size=(400, 2)).astype(np.float32)
+        labels = (rng.random(400) < 0.4).astype(int)  # 0: fractured, as in ["fractured", "not fractured"]
+        sources = rng.integers(0, 3, 400).astype(str)
+        temperature = 1.0715
+        threshold = threshold_for_every_source(positive_probability(logits, 0, temperature), labels == 0, sources, 0.9)
+        calibration = Calibration(temperature, threshold, "fractured", 0.9, per_source=True)
+        for name in np.unique(sources):
+            m = sources == name
+            result = evaluate(logits[m], labels[m], ["fractured", "not fractured"], calibration, bootstrap=0)
+            assert result["sensitivity"] >= 0.9
+
+
+def test_a_temperature_is_applied_only_where_it_lowers_the_validation_ece_beyond_its_noise():
+    from fracture_detector.evaluate import temperature_that_helps
+
+    rng = np.random.default_rng(0)
+    score = rng.normal(0, 2, 2000)
+    labels = (rng.random(2000) >= 1 / (1 + np.exp(-score))).astype(int)  # class 0 with probability sigmoid(score)
+    calibrated = np.stack([score / 2, -score / 2], 1)  # softmax gives class 0 exactly sigmoid(score)
+    groups = np.arange(2000)
+
+    temperature, choice = temperature_that_helps(calibrated, labels, 0, groups, n=200)
+    assert temperature == 1.0 and not choice["kept"]
+    assert choice["ece_drop_ci95"][0] <= 0 and choice["fitted"] == pytest.approx(1.0, abs=0.15)
+
+    temperature, choice = temperature_that_helps(4 * calibrated, labels, 0, groups, n=200)  # overconfident
+    assert choice["kept"] and temperature == choice["fitted"] == pytest.approx(4.0, rel=0.15)
+    assert choice["validation_ece_at_fitted"] < choice["validation_ece_at_1"]
+
+
 def test_balance_labels_draws_each_label_equally_often_within_each_source():
     from fracture_detector.training import _epoch_indices
 

@@ -17,6 +17,17 @@ from .errors import CalibrationError
 POSITIVE_LABEL = "fractured"
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax probabilities `(N, C)` of logits `(N, C)` at `temperature`, in float64.
+
+    The one softmax that chooses the threshold and that applies it: two implementations differ in
+    the last bit, and a positive scored exactly at the threshold would then fall on either side.
+    """
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    exp = np.exp(scaled - scaled.max(1, keepdims=True))
+    return exp / exp.sum(1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Softmax temperature, decision threshold and what they apply to.
@@ -58,9 +69,7 @@ class Calibration:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated softmax probabilities `(N, C)` of logits `(N, C)` (an array, or a CPU tensor)."""
-        scaled = np.asarray(logits, dtype=np.float64) / self.temperature
-        exp = np.exp(scaled - scaled.max(1, keepdims=True))
-        return exp / exp.sum(1, keepdims=True)
+        return softmax(logits, self.temperature)
 
     def describe_threshold(self) -> str:
         """The threshold in words, e.g. 'threshold 0.129 (chosen for 95% sensitivity on validation X-rays)'."""

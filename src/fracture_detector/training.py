@@ -33,9 +33,9 @@ from .card import write_model_card
 from .checkpoint import MissingWeightAverage, load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
     evaluate,
-    fit_temperature,
     positive_probability,
     save_plots,
+    temperature_that_helps,
     threshold_for_every_source,
     write_json,
 )
@@ -362,7 +362,8 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         logits = predict_logits(model, images.pixels).cpu().numpy()
     features = concat_stages(captured)
     val = images.split == "val"
-    temperature = fit_temperature(logits[val], images.labels[val])
+    temperature, temperature_choice = temperature_that_helps(logits[val], images.labels[val], positive,
+                                                             images.groups[val])
     threshold = threshold_for_every_source(
         positive_probability(logits[val], positive, temperature), images.labels[val] == positive,
         images.sources[val], cfg.target_sensitivity,
@@ -396,6 +397,7 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
         "architecture": cfg.arch,
         "best_epoch": state["best_epoch"],
         "calibration": calibration.to_config(),
+        "temperature_choice": temperature_choice,
         "results": results,
         "by_source": by_source,
         "history": state["history"],
@@ -415,7 +417,10 @@ def finalize(model, cfg: TrainConfig, records, images, report, state, out_dir: P
     for source, source_results in by_source.items():
         for name, r in source_results.items():
             log(_summary_line(f"{source} {name}", r))
-    log(f"temperature {temperature:.3f}, {calibration.describe_threshold()}")
+    log(f"temperature {temperature:.3f} (fitted {temperature_choice['fitted']:.3f}, "
+        f"{'kept' if temperature_choice['kept'] else 'not kept'}: the validation ECE drop's 95% interval is "
+        f"[{temperature_choice['ece_drop_ci95'][0]:.4f}, {temperature_choice['ece_drop_ci95'][1]:.4f}]), "
+        f"{calibration.describe_threshold()}")
     for source, splits in metrics["xray_check"]["by_source"].items():
         log(f"X-ray check, {source}: " + ", ".join(
             f"{split} {r['refused']} refused and {r['unfamiliar']} unfamiliar of {r['images']}"
