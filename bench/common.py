@@ -123,15 +123,15 @@ def write_results(out: str | Path, results: dict, markdown: str, loadavg_before:
     print(f"\n{markdown}\n\nwrote {out}")
 
 
-def clean_test_rows(model_dir: Path, sources: Collection[str]) -> list[dict]:
-    """A model's clean-test rows of its `split_manifest.csv.gz` from `sources`, one per distinct image (copies
-    share a hash)."""
+def clean_test_rows(model_dir: Path, sources: Collection[str], split: str = "test") -> list[dict]:
+    """A model's clean-test rows (or those of another `split`: "val", "train") of its `split_manifest.csv.gz`
+    from `sources`, one per distinct image (copies share a hash)."""
     from fracture_detector.data import MANIFEST_NAME
 
     seen, rows = set(), []
     with gzip.open(Path(model_dir) / MANIFEST_NAME, "rt", newline="") as f:
         for row in csv.DictReader(f):
-            if row["source"] in sources and row["split"] == "test" and row["sha256"] not in seen:
+            if row["source"] in sources and row["split"] == split and row["sha256"] not in seen:
                 seen.add(row["sha256"])
                 rows.append(row)
     return rows

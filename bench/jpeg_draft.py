@@ -36,9 +36,9 @@ from common import (
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from fracture_detector.calibration import sensitivity_specificity
 from fracture_detector.data import parse_source
 from fracture_detector.decode import DRAFT_SIZE
-from fracture_detector.evaluate import sensitivity_specificity
 from fracture_detector.predict import DISPLAY_SIZE, Predictor
 from fracture_detector.preprocess import load_pixels
 from fracture_detector.resources import BUNDLED_MODEL

@@ -284,7 +284,7 @@ def test_two_sources_are_trained_on_and_scored_per_source(tiny_folder, tmp_path)
 
 
 def test_the_threshold_reaches_the_target_sensitivity_on_every_source():
-    from fracture_detector.evaluate import threshold_for_every_source
+    from fracture_detector.calibration import threshold_for_every_source
 
     rng = np.random.default_rng(0)
     sources = np.array(["large"] * 400 + ["small"] * 100)  # the small source scores lower: pooled, it would lose
@@ -303,8 +303,8 @@ def test_the_threshold_reaches_the_target_sensitivity_on_every_source():
 def test_the_threshold_still_holds_when_evaluation_applies_it_to_the_calibrated_probabilities():
     # Training picks the threshold from positive_probability, evaluate() applies it to Calibration's
     # probabilities: the threshold is one positive's score, so the two must agree to the last bit.
-    from fracture_detector.calibration import Calibration
-    from fracture_detector.evaluate import evaluate, positive_probability, threshold_for_every_source
+    from fracture_detector.calibration import Calibration, threshold_for_every_source
+    from fracture_detector.evaluate import evaluate, positive_probability
 
     rng = np.random.default_rng(0)
     for _ in range(20):

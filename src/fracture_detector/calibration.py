@@ -28,6 +28,34 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return exp / exp.sum(1, keepdims=True)
 
 
+def threshold_for_sensitivity(prob_pos: np.ndarray, is_pos: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (recall of positives) is at least `target`."""
+    scores = np.sort(prob_pos[is_pos])[::-1]
+    if len(scores) == 0:
+        return 0.5
+    k = int(np.ceil(target * len(scores)))  # positives that must score >= threshold
+    return float(scores[max(k, 1) - 1])
+
+
+def threshold_for_every_source(prob_pos: np.ndarray, is_pos: np.ndarray, sources: np.ndarray, target: float) -> float:
+    """The highest threshold at which every source's sensitivity is at least `target`.
+
+    One pooled threshold is set by the largest source: a source whose probabilities sit
+    higher or lower gets another operating point. The lowest of the per-source thresholds
+    holds on each of them (sources without positives set nothing).
+    """
+    masks = [sources == name for name in np.unique(sources)]
+    chosen = [threshold_for_sensitivity(prob_pos[m], is_pos[m], target) for m in masks if is_pos[m].any()]
+    return min(chosen, default=0.5)
+
+
+def sensitivity_specificity(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
+    pred = prob_pos >= threshold
+    sens = float(pred[is_pos].mean()) if is_pos.any() else float("nan")
+    spec = float((~pred[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+    return sens, spec
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Softmax temperature, decision threshold and what they apply to.

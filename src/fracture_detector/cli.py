@@ -1,6 +1,7 @@
 """Command line (`fracture-detector`, also `python -m fracture_detector`).
 
     fracture-detector predict PATH... [--model M] [--json FILE] [--csv FILE] [--heatmaps DIR] [--backend B]
+    fracture-detector calibrate FOLDER --output-dir DIR [--model M] [--target-sensitivity S]
     fracture-detector export MODEL_DIR [--output FILE]
     fracture-detector push FOLDER ORG/NAME [--private] [--revision BRANCH]
 """
@@ -32,6 +33,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
 
 
@@ -132,6 +144,43 @@ def write_csv(out: Path, records: list[dict], label_names: list[str]) -> None:
                              r["error"] or "", r["heatmap"] or ""])
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Choose the threshold on a site's labelled X-rays (FOLDER/<label>/...) and write the model copy."""
+    from .loading import resolve_model
+    from .predict import Predictor
+    from .site import site_threshold, write_site_model
+
+    if Path(args.output_dir).exists():  # fail before the work, not after it
+        sys.exit(f"error: {args.output_dir} already exists: choose a new folder")
+    try:
+        model_dir = resolve_model(args.model)
+        predictor = Predictor(model_dir)
+    except (HubError, ModelError) as e:
+        sys.exit(f"error: {e}")
+    files, labels = [], []
+    for label in predictor.label_names:
+        found = expand_inputs([str(Path(args.folder) / label)]) if (Path(args.folder) / label).is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        sys.exit(f"error: no X-rays in {args.folder}: expected a folder per label, "
+                 + ", ".join(repr(n) for n in predictor.label_names))
+    target = args.target_sensitivity or predictor.calibration.target_sensitivity or 0.9
+    print(f"scoring {len(files)} X-rays of {args.folder} ...", file=sys.stderr)
+    try:
+        record = site_threshold(predictor, files, labels, target, workers=args.workers)
+        out = write_site_model(model_dir, args.output_dir, record)
+    except (ValueError, ModelError) as e:
+        sys.exit(f"error: {e}")
+    for key, title in (("at_shipped_threshold", f"shipped threshold {record['shipped_threshold']:.4f}"),
+                       ("at_site_threshold", f"site threshold {record['threshold']:.4f}")):
+        r = record[key]
+        print(f"{title}: sensitivity {r['sensitivity']:.3f}, specificity {r['specificity']:.3f} "
+              f"on these {record['images']} X-rays ({record['fractured']} fractured)")
+    print(f"wrote {out} (use it with --model {out})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="fracture-detector", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +202,16 @@ def main(argv: list[str] | None = None) -> None:
                            "bundled model does; else PyTorch)")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    cal = sub.add_parser("calibrate", help="re-choose the threshold on a site's own labelled X-rays and write "
+                                           "a copy of the model with it")
+    cal.add_argument("folder", metavar="FOLDER", help="the site's X-rays, a folder per label (e.g. 'fractured', "
+                                                      "'not fractured'), searched recursively")
+    cal.add_argument("--output-dir", required=True, help="the new model folder (must not exist)")
+    cal.add_argument("--model", help="hf-hub:ORG/NAME[@REV] or a model folder (default: the bundled model)")
+    cal.add_argument("--target-sensitivity", type=unit_interval,
+                     help="sensitivity to reach on these X-rays (default: what the model's threshold was chosen for)")
+    cal.add_argument("--workers", type=positive_int, default=4, help="threads decoding images")
+
     export_p = sub.add_parser("export", help="write model.onnx for ONNX Runtime next to a saved model's weights")
     export_p.add_argument("model_dir", metavar="MODEL_DIR")
     export_p.add_argument("--output", metavar="FILE", help="where to write it (default: MODEL_DIR/model.onnx)")
@@ -166,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.command == "predict":
         sys.exit(run_predict(args))
+    if args.command == "calibrate":
+        sys.exit(run_calibrate(args))
     if args.command == "export":
         from .runtime import FULL_INSTALL, torch_installed
 

@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from .calibration import Calibration, softmax
+from .calibration import Calibration, sensitivity_specificity, softmax
 
 TARGET_SENSITIVITY = 0.95
 
@@ -82,34 +82,6 @@ def expected_calibration_error(prob_pos: np.ndarray, is_pos: np.ndarray, bins: i
         if m.any():
             ece += m.mean() * abs(correct[m].mean() - confidence[m].mean())
     return float(ece)
-
-
-def threshold_for_sensitivity(prob_pos: np.ndarray, is_pos: np.ndarray, target: float) -> float:
-    """The highest threshold whose sensitivity (recall of positives) is at least `target`."""
-    scores = np.sort(prob_pos[is_pos])[::-1]
-    if len(scores) == 0:
-        return 0.5
-    k = int(np.ceil(target * len(scores)))  # positives that must score >= threshold
-    return float(scores[max(k, 1) - 1])
-
-
-def threshold_for_every_source(prob_pos: np.ndarray, is_pos: np.ndarray, sources: np.ndarray, target: float) -> float:
-    """The highest threshold at which every source's sensitivity is at least `target`.
-
-    One pooled threshold is set by the largest source: a source whose probabilities sit
-    higher or lower gets another operating point. The lowest of the per-source thresholds
-    holds on each of them (sources without positives set nothing).
-    """
-    masks = [sources == name for name in np.unique(sources)]
-    chosen = [threshold_for_sensitivity(prob_pos[m], is_pos[m], target) for m in masks if is_pos[m].any()]
-    return min(chosen, default=0.5)
-
-
-def sensitivity_specificity(prob_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> tuple[float, float]:
-    pred = prob_pos >= threshold
-    sens = float(pred[is_pos].mean()) if is_pos.any() else float("nan")
-    spec = float((~pred[~is_pos]).mean()) if (~is_pos).any() else float("nan")
-    return sens, spec
 
 
 def bootstrap_ci(

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from .augment import AUGMENTATIONS, augment
-from .calibration import POSITIVE_LABEL, Calibration
+from .calibration import POSITIVE_LABEL, Calibration, threshold_for_every_source
 from .card import write_model_card
 from .checkpoint import MissingWeightAverage, load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
@@ -36,7 +36,6 @@ from .evaluate import (
     positive_probability,
     save_plots,
     temperature_that_helps,
-    threshold_for_every_source,
     write_json,
 )
 from .export import export as onnx_export
