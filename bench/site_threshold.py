@@ -5,7 +5,8 @@ sensitivity, so the source whose fractures score lowest sets it for all. This sc
 model (or `--model`) on each source's validation and clean test X-rays of its
 `split_manifest.csv.gz` (one per distinct image), by the CLI's path (`Predictor.predict_files`,
 the X-ray check off so that every file gets a probability), and reports per source: the threshold
-its own validation X-rays would choose for the same target, and the clean-test sensitivity and
+that `fracture-detector calibrate` (`site.site_threshold`) would choose on its validation X-rays
+for the same target, and the clean-test sensitivity and
 specificity at the shipped threshold and at that own one. The gap between the two is what one
 threshold for all sources costs, and what a site gains by setting the threshold on its own
 labelled X-rays.
@@ -23,34 +24,26 @@ import numpy as np
 from common import add_out_argument, clean_test_rows, loadavg, md_table, write_results
 from sklearn.metrics import roc_auc_score
 
-from fracture_detector.calibration import sensitivity_specificity, threshold_for_sensitivity
+from fracture_detector.calibration import sensitivity_specificity
 from fracture_detector.data import parse_source
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL
-
-
-def probabilities(predictor: Predictor, rows: list[dict], folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The calibrated probability of the positive class for each manifest row, and whether it is positive."""
-    results = list(predictor.predict_files([folder / r["path"] for r in rows], check=False))
-    failed = [str(r.source) for r in results if r.prediction is None]
-    if failed:
-        raise SystemExit(f"could not score {failed}")
-    positive = predictor.label_names[predictor.positive]
-    return (np.array([r.prediction.probabilities[positive] for r in results]),
-            np.array([r["label"] == positive for r in rows]))
+from fracture_detector.site import positive_probabilities, site_threshold
 
 
 def source_row(predictor: Predictor, model_dir: Path, name: str, folder: Path, target: float) -> dict:
-    """One source: its own validation threshold for `target`, and clean-test rates at it and at the shipped one."""
-    val_prob, val_pos = probabilities(predictor, clean_test_rows(model_dir, {name}, "val"), folder)
-    test_prob, test_pos = probabilities(predictor, clean_test_rows(model_dir, {name}), folder)
-    own = threshold_for_sensitivity(val_prob, val_pos, target)
+    """One source: the threshold `fracture-detector calibrate` would choose on its validation X-rays for
+    `target`, and its clean-test rates at that one and at the shipped one."""
+    val_rows, test_rows = clean_test_rows(model_dir, {name}, "val"), clean_test_rows(model_dir, {name})
+    own = site_threshold(predictor, [folder / r["path"] for r in val_rows], [r["label"] for r in val_rows], target)
+    test_prob = positive_probabilities(predictor, [folder / r["path"] for r in test_rows])
+    test_pos = np.array([r["label"] == predictor.label_names[predictor.positive] for r in test_rows])
     at = {key: dict(zip(("sensitivity", "specificity"), sensitivity_specificity(test_prob, test_pos, t)))
-          for key, t in (("shipped", predictor.threshold), ("own", own))}
-    return {"source": name, "validation": {"images": len(val_prob), "fractured": int(val_pos.sum())},
+          for key, t in (("shipped", predictor.threshold), ("own", own["threshold"]))}
+    return {"source": name, "validation": {"images": own["images"], "fractured": own["fractured"]},
             "test": {"images": len(test_prob), "fractured": int(test_pos.sum()),
                      "roc_auc": float(roc_auc_score(test_pos, test_prob))},
-            "own_threshold": own, "at_shipped_threshold": at["shipped"], "at_own_threshold": at["own"]}
+            "own_threshold": own["threshold"], "at_shipped_threshold": at["shipped"], "at_own_threshold": at["own"]}
 
 
 def markdown(rows: list[dict], threshold: float, target: float) -> str:

@@ -28,6 +28,17 @@ MIN_PER_LABEL = 20
 CARD_HEADING = "## Threshold re-chosen at a site"
 
 
+def positive_probabilities(predictor: Predictor, files: Sequence[str | Path], workers: int = 4) -> np.ndarray:
+    """The calibrated probability of the positive class for each file, the X-ray check off (these are X-rays
+    someone labelled); `ValueError` naming a file if any cannot be read."""
+    results = list(predictor.predict_files(list(files), workers=workers, check=False))
+    failed = [f"{r.source}: {r.error}" for r in results if r.prediction is None]
+    if failed:
+        raise ValueError(f"{len(failed)} files could not be read, e.g. {failed[0]}")
+    positive = predictor.label_names[predictor.positive]
+    return np.array([r.prediction.probabilities[positive] for r in results])
+
+
 def site_threshold(predictor: Predictor, files: Sequence[str | Path], labels: Sequence[str], target: float,
                    workers: int = 4) -> dict:
     """Score `files` (their label names in `labels`) and choose the threshold for `target` sensitivity on them.
@@ -45,11 +56,7 @@ def site_threshold(predictor: Predictor, files: Sequence[str | Path], labels: Se
     if min(counts.values()) < MIN_PER_LABEL:
         raise ValueError(f"{counts[positive]} {positive!r} and {counts['other']} other X-rays: at least "
                          f"{MIN_PER_LABEL} of each are needed to choose a threshold")
-    results = list(predictor.predict_files(list(files), workers=workers, check=False))
-    failed = [f"{r.source}: {r.error}" for r in results if r.prediction is None]
-    if failed:
-        raise ValueError(f"{len(failed)} files could not be read, e.g. {failed[0]}")
-    prob = np.array([r.prediction.probabilities[positive] for r in results])
+    prob = positive_probabilities(predictor, files, workers)
     threshold = threshold_for_sensitivity(prob, is_pos, target)
     rates = {key: dict(zip(("sensitivity", "specificity"), sensitivity_specificity(prob, is_pos, t)))
              for key, t in (("at_shipped_threshold", predictor.threshold), ("at_site_threshold", threshold))}
