@@ -3,9 +3,10 @@
 In FracAtlas, plates, screws and nails are in 42 of the 337 fractured X-rays and in 2 of the
 1,819 others (its `metadata.csv`, column `hardware`): a model can learn "metal means
 fracture". This scores the bundled model (or `--model`) on the FracAtlas part of its clean
-test split (its `split_manifest.csv.gz`), by the CLI's path (`Predictor.predict_files`, the
-X-ray check off so that every file gets a probability), once on every X-ray and once without
-those with hardware; intervals from a bootstrap over copy groups.
+test split (its `split_manifest.csv.gz`), by the CLI's path (`site.positive_probabilities`:
+`Predictor.predict_files`, the X-ray check off so that every file gets a probability), once
+on every X-ray and once without those with hardware; intervals from a bootstrap over copy
+groups.
 
     python bench/hardware_shortcut.py --data /tmp/fra [--metadata ../shared/datasets/fracatlas/metadata.csv]
 """
@@ -23,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from fracture_detector.evaluate import bootstrap_ci
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL
+from fracture_detector.site import positive_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "fracatlas"
@@ -51,12 +53,8 @@ def main() -> None:
         hardware = {row["filename"]: row["hardware"] == "1" for row in csv.DictReader(f)}
     rows = clean_test_files(args.model, args.data)
     predictor = Predictor(args.model)
-    results = list(predictor.predict_files([r["file"] for r in rows], check=False))
-    failed = [str(r.source) for r in results if r.prediction is None]
-    if failed:
-        raise SystemExit(f"could not score {failed}")
+    prob = positive_probabilities(predictor, [r["file"] for r in rows])
     positive = predictor.label_names[predictor.positive]
-    prob = np.array([r.prediction.probabilities[positive] for r in results])
     is_pos = np.array([r["label"] == positive for r in rows])
     groups = np.array([int(r["group"]) for r in rows])
     metal = np.array([hardware[Path(r["path"]).name] for r in rows])

@@ -1,7 +1,7 @@
 """The serving install (`pip install fracture-detector`, no extras): no PyTorch, timm, datasets or accelerate.
 
-The CLI, the Python API and the demo run the bundled model from its model.onnx, with heatmaps,
-the X-ray check and every refusal; what needs PyTorch says so in one sentence. Each test runs
+The CLI (`calibrate` too), the Python API and the demo run the bundled model from its model.onnx,
+with heatmaps, the X-ray check and every refusal; what needs PyTorch says so in one sentence. Each test runs
 a Python process in which importing those packages fails, as in an install without them
 (`.ci/run` also installs the wheel without extras into a clean virtual environment and runs it).
 """
@@ -17,12 +17,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, stop
+from conftest import ROOT, free_port, make_imagefolder, stop
 from PIL import Image
 
 from fracture_detector.onnx_model import ONNX_FILE
 from fracture_detector.predict import Predictor
 from fracture_detector.resources import BUNDLED_MODEL, example_xrays
+from fracture_detector.site import MIN_PER_LABEL
 
 NOT_INSTALLED = ("torch", "torchvision", "timm", "datasets", "accelerate")
 # Run first in each process: importing any of NOT_INSTALLED fails as it would where they are not installed.
@@ -93,6 +94,16 @@ def test_python_api():
     backend, p = proc.stdout.split()
     expected = Predictor(BUNDLED_MODEL, backend="torch").predict(example).probabilities["fractured"]
     assert backend == "onnxruntime" and float(p) == pytest.approx(expected, abs=1e-4)
+
+
+def test_calibrate_chooses_a_sites_threshold(tmp_path):
+    site = make_imagefolder(tmp_path, {"xrays": MIN_PER_LABEL}, seed=3) / "xrays"
+    out = tmp_path / "site-model"
+    proc = cli("calibrate", site, "--output-dir", out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["threshold"] == config["site_calibration"]["threshold"] and f"wrote {out}" in proc.stdout
+    assert config["site_calibration"]["images"] == 2 * MIN_PER_LABEL
 
 
 def test_demo_answers_and_refuses(odd_files):

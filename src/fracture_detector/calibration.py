@@ -15,6 +15,8 @@ from .errors import CalibrationError
 
 # The class a positive decision means. Training requires a folder of this name.
 POSITIVE_LABEL = "fractured"
+# The validation sensitivity a threshold is chosen for, unless told otherwise (training and `calibrate`).
+DEFAULT_TARGET_SENSITIVITY = 0.9
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

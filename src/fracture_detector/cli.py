@@ -146,6 +146,7 @@ def write_csv(out: Path, records: list[dict], label_names: list[str]) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Choose the threshold on a site's labelled X-rays (FOLDER/<label>/...) and write the model copy."""
+    from .calibration import DEFAULT_TARGET_SENSITIVITY
     from .loading import resolve_model
     from .predict import Predictor
     from .site import site_threshold, write_site_model
@@ -165,7 +166,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not files:
         sys.exit(f"error: no X-rays in {args.folder}: expected a folder per label, "
                  + ", ".join(repr(n) for n in predictor.label_names))
-    target = args.target_sensitivity or predictor.calibration.target_sensitivity or 0.9
+    target = args.target_sensitivity or predictor.calibration.target_sensitivity or DEFAULT_TARGET_SENSITIVITY
     print(f"scoring {len(files)} X-rays of {args.folder} ...", file=sys.stderr)
     try:
         record = site_threshold(predictor, files, labels, target, workers=args.workers)

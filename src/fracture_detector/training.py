@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from .augment import AUGMENTATIONS, augment
-from .calibration import POSITIVE_LABEL, Calibration, threshold_for_every_source
+from .calibration import DEFAULT_TARGET_SENSITIVITY, POSITIVE_LABEL, Calibration, threshold_for_every_source
 from .card import write_model_card
 from .checkpoint import MissingWeightAverage, load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
@@ -94,7 +94,8 @@ class TrainConfig:
     equalize: bool = _option(False, "histogram-equalise every resized image, in training and in prediction "
                                     "(recorded in config.json)")
     seed: int = _option(0, "seed of the split, the sampling and the augmentation")
-    target_sensitivity: float = _option(0.9, "the threshold is chosen for this validation sensitivity")
+    target_sensitivity: float = _option(DEFAULT_TARGET_SENSITIVITY,
+                                        "the threshold is chosen for this validation sensitivity")
     precision: str = _option("auto", "bf16 autocast or fp32 (auto: bf16 where it is fast)",
                              choices=("auto", "fp32", "bf16"))
     ema_decay: float = _option(0.0, "ship an exponential moving average of the weights (timm ModelEmaV3 with its "
