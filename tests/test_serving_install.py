@@ -1,9 +1,10 @@
 """The serving install (`pip install fracture-detector`, no extras): no PyTorch, timm, datasets or accelerate.
 
-The CLI (`calibrate` too), the Python API and the demo run the bundled model from its model.onnx,
-with heatmaps, the X-ray check and every refusal; what needs PyTorch says so in one sentence. Each test runs
-a Python process in which importing those packages fails, as in an install without them
-(`.ci/run` also installs the wheel without extras into a clean virtual environment and runs it).
+The CLI (`calibrate` too), the Python API and the demo run the bundled model from its
+model.onnx, with heatmaps, the X-ray check and every refusal; what needs PyTorch says so in
+one sentence. Each test runs a Python process in which importing those packages fails, as in
+an install without them (`.ci/run` also installs the wheel without extras into a clean virtual
+environment and runs it).
 """
 
 from __future__ import annotations
