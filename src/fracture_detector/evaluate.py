@@ -22,8 +22,6 @@ from sklearn.metrics import (
 
 from .calibration import Calibration, sensitivity_specificity, softmax
 
-TARGET_SENSITIVITY = 0.95
-
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature T minimising the negative log-likelihood of softmax(logits / T).
