@@ -47,7 +47,7 @@ TARGET_ROC_AUC = 0.80  # issue 20: leave-one-source-out ROC-AUC of each source
 BUNDLED = "bundled"  # the name of the bundled model's recipe; runs recorded without a name are of it
 RECIPE_KEYS = ("arch", "pretrained", "pretrained_offline", "epochs", "batch_size", "lr", "weight_decay",
                "warmup_epochs", "label_smoothing", "augmentation", "image_size", "equalize", "target_sensitivity",
-               "balance_sources", "balance_labels", "half_weights", "ema_decay")
+               "balance_sources", "balance_labels", "half_weights", "ema_decay", "select_by")
 
 
 def recipe(config_file: Path) -> dict:

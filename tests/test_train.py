@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from fracture_detector.resources import BUNDLED_MODEL
-from fracture_detector.training import TrainConfig
+from fracture_detector.training import TrainConfig, validation_scores
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +52,21 @@ def test_train_py_defaults_are_the_bundled_models_recipe():
     assert not differ, f"train.py defaults (first) differ from the bundled model's recipe (second): {differ}"
 
 
+def test_validation_scores_do_not_reward_scoring_a_whole_source_higher():
+    # Source a: fractured 0.9, normal 0.5; source b: fractured 0.3, normal 0.1. Each source ranks its X-rays
+    # perfectly, but b's fractures sit below a's normal X-rays, so the pooled ROC-AUC does not.
+    prob = np.array([0.9, 0.9, 0.5, 0.5, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1])
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 1, 1, 1])  # 0: fractured
+    sources = np.array(["a"] * 4 + ["b"] * 6)
+    logits = np.stack([np.log(prob), np.log1p(-prob)], axis=1)  # softmax gives back prob for class 0
+    scores = validation_scores(logits, labels, sources, positive=0, target_sensitivity=0.9)
+    assert scores["val_roc_auc_by_source"] == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
+    assert scores["val_roc_auc_source_mean"] == pytest.approx(1.0)
+    assert scores["val_roc_auc"] == pytest.approx(20 / 24)  # a's 2 normal X-rays outrank b's 2 fractured ones
+    # The threshold that keeps b's fractures (0.3) calls every normal X-ray of a fractured.
+    assert scores["val_lowest_source_specificity"] == 0.0
+
+
 def test_output_folder_is_timm_hub_format(trained):
     names = {p.name for p in trained.iterdir()}
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "data_report.json",
@@ -70,7 +85,9 @@ def test_output_folder_is_timm_hub_format(trained):
     assert metrics["calibration"] == {k: cfg[k] for k in ("temperature", "threshold", "positive_label",
                                                            "target_sensitivity", "per_source")}
     assert [set(h) for h in metrics["history"]] == [{"epoch", "train_loss_ema", "val_roc_auc",
-                                                     "val_accuracy_argmax", "seconds"}] * 2
+                                                     "val_roc_auc_source_mean", "val_roc_auc_by_source",
+                                                     "val_lowest_source_specificity", "val_accuracy_argmax",
+                                                     "seconds"}] * 2
     for split in ("clean_test", "validation", "shipped_test"):
         r = metrics["results"][split]
         for key in ("accuracy_at_threshold", "accuracy_argmax", "roc_auc", "pr_auc", "roc_auc_ci95", "sensitivity",

@@ -1,11 +1,11 @@
 """Train, evaluate and export a fracture classifier: the library behind `train.py`.
 
 Reads like a recipe: prepare the data (decode once, de-duplicate, split by copy group),
-train with AdamW + warmup + cosine (timm's scheduler), keep the best epoch by validation ROC-AUC, calibrate
-and pick the threshold on validation, fit the X-ray check (`xray_check.FeatureCheck`) on the
-training X-rays' features, score the clean test split beside the shipped one, and write
-everything in timm's Hub format. Runs as is on CPU or one GPU, and on several
-processes under `accelerate launch`.
+train with AdamW + warmup + cosine (timm's scheduler), keep the best epoch by validation ROC-AUC
+(pooled, or the mean of the sources' own), calibrate and pick the threshold on validation,
+fit the X-ray check (`xray_check.FeatureCheck`) on the training X-rays' features, score the
+clean test split beside the shipped one, and write everything in timm's Hub format. Runs as
+is on CPU or one GPU, and on several processes under `accelerate launch`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from .augment import AUGMENTATIONS, augment
-from .calibration import DEFAULT_TARGET_SENSITIVITY, POSITIVE_LABEL, Calibration, threshold_for_every_source
+from .calibration import (
+    DEFAULT_TARGET_SENSITIVITY,
+    POSITIVE_LABEL,
+    Calibration,
+    sensitivity_specificity,
+    threshold_for_every_source,
+)
 from .card import write_model_card
 from .checkpoint import MissingWeightAverage, load_checkpoint, save_checkpoint, save_weights
 from .evaluate import (
@@ -57,6 +63,8 @@ from .xray_check import (
     UNFAMILIAR,
     FeatureCheck,
 )
+
+SELECTION = ("pooled", "source_mean")  # which validation ROC-AUC chooses the best epoch (`--select-by`)
 
 
 class TrainingError(RuntimeError):
@@ -100,6 +108,9 @@ class TrainConfig:
                              choices=("auto", "fp32", "bf16"))
     ema_decay: float = _option(0.0, "ship an exponential moving average of the weights (timm ModelEmaV3 with its "
                                     "warmup, decay capped at this value; best epoch chosen on it); 0: off")
+    select_by: str = _option("pooled", "the best epoch has the highest validation ROC-AUC of all sources' X-rays "
+                             "pooled, or the mean of each source's own (source_mean: a source whose X-rays all "
+                             "score higher then earns the model nothing)", choices=SELECTION)
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
     balance_labels: bool = _option(False, "within each source, draw fractured and normal X-rays equally often, "
                                           "so a source's share of fractures is no cue in its look")
@@ -196,13 +207,34 @@ def _epoch_indices(groups: np.ndarray, sources: np.ndarray | None, n: int, seed:
     return rng.choice(len(groups), size=n, replace=True, p=weights / weights.sum())
 
 
-def _roc_auc(logits: torch.Tensor, labels: np.ndarray, positive: int) -> float:
+def _roc_auc(prob_pos: np.ndarray, is_pos: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
-    is_pos = labels == positive
     if is_pos.all() or not is_pos.any():
         return float("nan")
-    return float(roc_auc_score(is_pos, positive_probability(logits.numpy(), positive)))
+    return float(roc_auc_score(is_pos, prob_pos))
+
+
+def validation_scores(logits: np.ndarray, labels: np.ndarray, sources: np.ndarray, positive: int,
+                      target_sensitivity: float) -> dict:
+    """What an epoch is judged on, from its validation logits (temperature 1).
+
+    A pooled ROC-AUC also rewards scoring a whole source higher where that source holds more
+    fractures: the between-source shortcut that keeps one threshold from holding on every
+    source. Beside it: each source's own ROC-AUC, their mean, and the lowest specificity of any
+    source at the threshold that gives every source `target_sensitivity` (as training picks it).
+    """
+    prob, is_pos = positive_probability(logits, positive), labels == positive
+    masks = {name: sources == name for name in np.unique(sources)}
+    by_source = {name: _roc_auc(prob[m], is_pos[m]) for name, m in masks.items()}
+    threshold = threshold_for_every_source(prob, is_pos, sources, target_sensitivity)
+    specificity = [sensitivity_specificity(prob[m], is_pos[m], threshold)[1] for m in masks.values()
+                   if (~is_pos[m]).any()]
+    known = [v for v in by_source.values() if not math.isnan(v)]
+    return {"val_roc_auc": _roc_auc(prob, is_pos),
+            "val_roc_auc_source_mean": float(np.mean(known)) if known else float("nan"),
+            "val_roc_auc_by_source": by_source,
+            "val_lowest_source_specificity": min(specificity, default=float("nan"))}
 
 
 def train_step(model, optimizer, acc: Accelerator, pixels: torch.Tensor, labels: torch.Tensor,
@@ -317,20 +349,23 @@ def train(cfg: TrainConfig) -> Path:
 
         base = acc.unwrap_model(model)
         shipped = base if ema is None else ema.module  # what is scored, kept as best and shipped
-        val_logits = predict_logits(shipped, images.pixels[val_idx]).cpu()
-        val_auc = _roc_auc(val_logits, images.labels[val_idx], positive)
-        val_acc = float((val_logits.argmax(1).numpy() == images.labels[val_idx]).mean())
-        entry = {"epoch": epoch + 1, "train_loss_ema": loss_ema, "val_roc_auc": val_auc,
-                 "val_accuracy_argmax": val_acc}
+        val_labels, val_sources = images.labels[val_idx], images.sources[val_idx]
+        val_logits = predict_logits(shipped, images.pixels[val_idx]).cpu().numpy()
+        scores = validation_scores(val_logits, val_labels, val_sources, positive, cfg.target_sensitivity)
+        val_acc = float((val_logits.argmax(1) == val_labels).mean())
+        entry = {"epoch": epoch + 1, "train_loss_ema": loss_ema, **scores, "val_accuracy_argmax": val_acc}
         if ema is not None:  # the raw weights beside their average, to see what the average adds
-            raw_logits = predict_logits(base, images.pixels[val_idx]).cpu()
-            entry["val_roc_auc_raw_weights"] = _roc_auc(raw_logits, images.labels[val_idx], positive)
+            raw_logits = predict_logits(base, images.pixels[val_idx]).cpu().numpy()
+            entry["val_roc_auc_raw_weights"] = _roc_auc(positive_probability(raw_logits, positive),
+                                                        val_labels == positive)
         state["history"].append({**entry, "seconds": round(time.time() - t0, 1)})
+        val_auc = scores["val_roc_auc_source_mean" if cfg.select_by == "source_mean" else "val_roc_auc"]
         improved = state["best_epoch"] < 0 or val_auc > state["best_auc"]  # NaN (one-class val) keeps epoch 1
         if improved:
             state["best_auc"], state["best_epoch"] = val_auc, epoch + 1
-        log(f"epoch {epoch + 1}: train loss (moving avg) {loss_ema:.4f}  val ROC-AUC {val_auc:.4f}  "
-            f"val acc {val_acc:.3f}  ({time.time() - t0:.0f}s){'  *best*' if improved else ''}")
+        log(f"epoch {epoch + 1}: train loss (moving avg) {loss_ema:.4f}  val ROC-AUC {scores['val_roc_auc']:.4f} "
+            f"(mean of the sources' {scores['val_roc_auc_source_mean']:.4f})  val acc {val_acc:.3f}  "
+            f"({time.time() - t0:.0f}s){'  *best*' if improved else ''}")
         if acc.is_main_process:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             if improved:
