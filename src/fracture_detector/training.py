@@ -64,7 +64,8 @@ from .xray_check import (
     FeatureCheck,
 )
 
-SELECTION = ("pooled", "source_mean")  # which validation ROC-AUC chooses the best epoch (`--select-by`)
+# `--select-by`: which of `validation_scores` chooses the best epoch
+SELECTION = {"pooled": "val_roc_auc", "source_mean": "val_roc_auc_source_mean"}
 
 
 class TrainingError(RuntimeError):
@@ -110,7 +111,7 @@ class TrainConfig:
                                     "warmup, decay capped at this value; best epoch chosen on it); 0: off")
     select_by: str = _option("pooled", "the best epoch has the highest validation ROC-AUC of all sources' X-rays "
                              "pooled, or the mean of each source's own (source_mean: a source whose X-rays all "
-                             "score higher then earns the model nothing)", choices=SELECTION)
+                             "score higher then earns the model nothing)", choices=tuple(SELECTION))
     balance_sources: bool = _option(True, "draw each source equally often, however many images it has")
     balance_labels: bool = _option(False, "within each source, draw fractured and normal X-rays equally often, "
                                           "so a source's share of fractures is no cue in its look")
@@ -359,7 +360,7 @@ def train(cfg: TrainConfig) -> Path:
             entry["val_roc_auc_raw_weights"] = _roc_auc(positive_probability(raw_logits, positive),
                                                         val_labels == positive)
         state["history"].append({**entry, "seconds": round(time.time() - t0, 1)})
-        val_auc = scores["val_roc_auc_source_mean" if cfg.select_by == "source_mean" else "val_roc_auc"]
+        val_auc = scores[SELECTION[cfg.select_by]]
         improved = state["best_epoch"] < 0 or val_auc > state["best_auc"]  # NaN (one-class val) keeps epoch 1
         if improved:
             state["best_auc"], state["best_epoch"] = val_auc, epoch + 1
