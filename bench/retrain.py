@@ -10,10 +10,12 @@ it, for the docs, never to choose by.
     python bench/retrain.py --data fracture-multi-region=/tmp/fmr roboflow-bone-fracture=/tmp/rbf \\
         fracatlas=/tmp/fra --seeds 0 1 2 [--recipe lite2 --set arch='"tf_efficientnet_lite2"']
 
-A run takes 10 to 30 minutes on 2 cores, so results accumulate in `bench/results/retrain.json` (one
+A run takes 10 to 35 minutes on 2 cores, so results accumulate in `bench/results/retrain.json` (one
 entry per recipe and seed). `--from-folder DIR` records a folder that `train.py` already trained
 with that recipe and seed (its `train_config.json` must agree) instead of training it again: the
-bundled model itself is seed 0 of the bundled recipe. When a candidate is shipped, its runs and the old
+bundled model itself is seed 0 of the bundled recipe. Each entry keeps every epoch's validation scores
+(`history`), so another way of choosing the epoch can be judged from the record; `--table-only`
+rewrites the tables of the recorded runs. When a candidate is shipped, its runs and the old
 bundled ones are renamed as in `bench/unseen_site.py` (256 px `bundled`, 160 px `size160`).
 """
 
@@ -52,6 +54,9 @@ def record(folder: Path, name: str, options: dict, data: list[str], seed: int, b
     return {"recipe": name, **recorded_baseline(name, baseline), "seed": seed, "options": options, "data": data,
             "threshold": metrics["calibration"]["threshold"], "best_epoch": metrics["best_epoch"],
             "wall_seconds": metrics["wall_seconds"],
+            # Every epoch's validation scores, so another way of choosing the epoch can be judged from the record.
+            "history": [{k: v for k, v in e.items() if k.startswith("val_") or k == "epoch"}
+                        for e in metrics["history"]],
             **{split: {"pooled": scores(metrics["results"][split]),
                        **{s: scores(r[split]) for s, r in metrics["by_source"].items()}} for split in SPLITS}}
 
@@ -112,14 +117,19 @@ def markdown(runs: list[dict]) -> str:
         pairs = [(r, base[r["seed"]]) for r in mine if r["seed"] in base]
         diffs = [r["validation"]["pooled"]["roc_auc"] - b["validation"]["pooled"]["roc_auc"] for r, b in pairs]
         source_diffs = [source_mean_auc(r) - source_mean_auc(b) for r, b in pairs]
+        specificity_diffs = [lowest_specificity(r) - lowest_specificity(b) for r, b in pairs]
         if diffs:
             paired.append([name, len(diffs), f"{sum(d > 0 for d in diffs)} of {len(diffs)}",
                            f"{np.mean(diffs):+.3f}", f"{min(diffs):+.3f} / {max(diffs):+.3f}",
-                           f"{sum(d > 0 for d in source_diffs)} of {len(diffs)}", f"{np.mean(source_diffs):+.3f}"])
+                           f"{sum(d > 0 for d in source_diffs)} of {len(diffs)}", f"{np.mean(source_diffs):+.3f}",
+                           f"{sum(d > 0 for d in specificity_diffs)} of {len(diffs)}",
+                           f"{np.mean(specificity_diffs):+.2f}"])
     if paired:
         header = ["candidate", "seeds", "seeds where the candidate is higher", "mean difference", "lowest / highest",
-                  "mean of the sources' ROC-AUCs: seeds where higher", "its mean difference"]
-        text += ("\n\nPooled validation ROC-AUC (and the mean of the sources' own), candidate - its baseline "
+                  "mean of the sources' ROC-AUCs: seeds where higher", "its mean difference",
+                  "lowest source's specificity at the threshold: seeds where higher", "its mean difference"]
+        text += ("\n\nPooled validation ROC-AUC (and the mean of the sources' own, and the lowest source's "
+                 "specificity at the threshold), candidate - its baseline "
                  "(the bundled recipe unless recorded), seed by seed (same split):\n\n"
                  + md_table(header, paired))
     return text
@@ -127,19 +137,28 @@ def markdown(runs: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", nargs="+", required=True, help="NAME=FOLDER sources, as for train.py")
+    p.add_argument("--data", nargs="+", default=[], help="NAME=FOLDER sources, as for train.py")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     add_recipe_arguments(p)
     p.add_argument("--from-folder", nargs="+", type=Path, default=[], metavar="DIR",
                    help="folders train.py already trained with this recipe, one per seed, in --seeds order")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--table-only", action="store_true", help="rewrite the tables of the runs in --out, train nothing")
     add_out_argument(p, __file__)
     args = p.parse_args()
+    out = Path(args.out)
+    if args.table_only:
+        record = json.loads(out.read_text())
+        record["markdown"] = markdown(record["results"]["runs"])
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(record["markdown"])
+        return
+    if not args.data:
+        p.error("--data is required (unless --table-only)")
     options = recipe_options(p, args)
     if args.from_folder and len(args.from_folder) != len(args.seeds):
         p.error("--from-folder takes one folder per seed of --seeds")
     before = loadavg()
-    out = Path(args.out)
     runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
     for i, seed in enumerate(args.seeds):
         runs = [r for r in runs if (r["recipe"], r["seed"]) != (args.recipe, seed)]

@@ -159,7 +159,8 @@ def overall(runs: list[dict], names: list[str]) -> str:
         pairs = [(held_out, p) for held_out in sorted({r["held_out"] for r in runs if recipe_of(r) == name})
                  for p in paired(runs, name, held_out).values()]
         differences = [p["candidate"]["unseen"]["roc_auc"] - p["baseline"]["unseen"]["roc_auc"] for _, p in pairs]
-        rows.append([name, f"{len({h for h, _ in pairs})} sources, {len(pairs)} runs",
+        sources = len({h for h, _ in pairs})
+        rows.append([name, f"{sources} source{'s' * (sources != 1)}, {len(pairs)} runs",
                      f"{sum(d > 0 for d in differences)} of {len(differences)}",
                      f"{np.mean(differences):+.3f}", f"{min(differences):+.3f} / {max(differences):+.3f}"])
     header = ["candidate", "paired with its baseline", "runs where the candidate's ROC-AUC is higher",
