@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import add_out_argument, loadavg, md_table, write_results
+from common import add_out_argument, loadavg, md_table, rewrite_markdown, write_results
 from unseen_site import (
     BUNDLED,
     RECIPE_KEYS,
@@ -148,10 +148,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     if args.table_only:
-        record = json.loads(out.read_text())
-        record["markdown"] = markdown(record["results"]["runs"])
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        print(record["markdown"])
+        rewrite_markdown(out, markdown)
         return
     if not args.data:
         p.error("--data is required (unless --table-only)")

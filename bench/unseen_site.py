@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import add_out_argument, loadavg, md_table, met, write_results
+from common import add_out_argument, loadavg, md_table, met, rewrite_markdown, write_results
 
 from fracture_detector.calibration import Calibration
 from fracture_detector.data import Images, parse_source
@@ -239,10 +239,7 @@ def main() -> None:
     out = Path(args.out)
     runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
     if args.table_only:
-        record = json.loads(out.read_text())
-        record["markdown"] = markdown(runs)
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        print(record["markdown"])
+        rewrite_markdown(out, markdown)
         return
     options = recipe_options(p, args)
     for seed in args.seeds:
