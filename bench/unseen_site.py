@@ -237,10 +237,10 @@ def main() -> None:
         p.error("needs at least two sources: one to hold out, one to train on")
     before = loadavg()
     out = Path(args.out)
-    runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
     if args.table_only:
         rewrite_markdown(out, markdown)
         return
+    runs = json.loads(out.read_text())["results"]["runs"] if out.is_file() else []
     options = recipe_options(p, args)
     for seed in args.seeds:
         images = all_sources(args.data, options, seed)
